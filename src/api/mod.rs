@@ -1,0 +1,9 @@
+//! The HTTP contract: request and response bodies of every endpoint, and the
+//! OpenAPI document generated from them. No model code here.
+
+pub mod complete;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod qa;
+pub mod translate;

@@ -1,0 +1,264 @@
+//! Typed settings: the compiled-in `config/default.toml`, then a profile file,
+//! then `--config FILE`, then `NLP_SERVE__SECTION__KEY` environment variables,
+//! then `PORT`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The defaults, documented in place.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Every setting of the service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub logging: LoggingSettings,
+    pub hub: HubSettings,
+    pub runtime: RuntimeSettings,
+    pub completion: CompletionSettings,
+    pub qa: QaSettings,
+    pub translation: TranslationSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub shutdown_timeout_secs: u64,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HubSettings {
+    pub endpoint: String,
+    pub cache_dir: PathBuf,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceSetting {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    pub torch_threads: i32,
+    pub device: DeviceSetting,
+}
+
+/// Where a model comes from and how its queue is shaped; common to all tasks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ModelSettings {
+    pub enabled: bool,
+    pub source: String,
+    pub revision: String,
+    pub queue_size: usize,
+    pub max_batch_size: usize,
+}
+
+// No deny_unknown_fields: serde does not support it together with flatten.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CompletionSettings {
+    #[serde(flatten)]
+    pub model: ModelSettings,
+    pub max_prompt_tokens: usize,
+    pub default_max_new_tokens: usize,
+    pub max_new_tokens: usize,
+    pub max_return_sequences: usize,
+}
+
+// No deny_unknown_fields: serde does not support it together with flatten.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct QaSettings {
+    #[serde(flatten)]
+    pub model: ModelSettings,
+    pub lower_case: bool,
+    pub max_seq_length: usize,
+    pub doc_stride: usize,
+    pub max_question_tokens: usize,
+    pub max_answer_tokens: usize,
+    pub window_batch_size: usize,
+    pub reference_document: PathBuf,
+    pub max_question_chars: usize,
+    pub max_context_chars: usize,
+}
+
+// No deny_unknown_fields: serde does not support it together with flatten.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct TranslationSettings {
+    #[serde(flatten)]
+    pub model: ModelSettings,
+    pub num_beams: i64,
+    pub max_output_tokens: i64,
+    pub sentence_batch_size: usize,
+    pub max_texts: usize,
+    pub max_text_chars: usize,
+}
+
+/// Where to read settings from, besides the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct SettingsSources {
+    /// A profile name: `config/<name>.toml` (relative to `config_dir`).
+    pub profile: Option<String>,
+    /// Directory holding profile files; `config` when unset.
+    pub config_dir: Option<PathBuf>,
+    /// An extra TOML file given with `--config`.
+    pub file: Option<PathBuf>,
+    /// Apply `NLP_SERVE__*` and `PORT` from the process environment.
+    pub use_environment: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("profile '{name}' not found: {path} does not exist")]
+    UnknownProfile { name: String, path: PathBuf },
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Inconsistent(String),
+}
+
+impl Settings {
+    /// Reads the layered settings.
+    pub fn load(sources: &SettingsSources) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(name) = &sources.profile {
+            let dir = sources
+                .config_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config"));
+            let path = dir.join(format!("{name}.toml"));
+            if !path.is_file() {
+                return Err(SettingsError::UnknownProfile {
+                    name: name.clone(),
+                    path,
+                });
+            }
+            builder = builder.add_source(config::File::from(path));
+        }
+        if let Some(path) = &sources.file {
+            if !path.is_file() {
+                return Err(SettingsError::MissingFile(path.clone()));
+            }
+            builder = builder.add_source(config::File::from(path.as_path()));
+        }
+        if sources.use_environment {
+            builder = builder.add_source(
+                config::Environment::with_prefix("NLP_SERVE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+            if let Ok(port) = std::env::var("PORT") {
+                builder = builder.set_override("server.port", port)?;
+            }
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// The defaults alone.
+    pub fn defaults() -> Result<Settings, SettingsError> {
+        Settings::load(&SettingsSources::default())
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        let bad = |what: &str| Err(SettingsError::Inconsistent(what.to_string()));
+        for (task, model) in self.models() {
+            if model.queue_size == 0 || model.max_batch_size == 0 {
+                return bad(&format!("{task}: queue_size and max_batch_size must be at least 1"));
+            }
+        }
+        if self.completion.default_max_new_tokens > self.completion.max_new_tokens {
+            return bad("completion.default_max_new_tokens exceeds completion.max_new_tokens");
+        }
+        if self.qa.doc_stride >= self.qa.max_seq_length {
+            return bad("qa.doc_stride must be smaller than qa.max_seq_length");
+        }
+        Ok(())
+    }
+
+    /// The model settings of each task, by task name.
+    pub fn models(&self) -> [(&'static str, &ModelSettings); 3] {
+        [
+            ("completion", &self.completion.model),
+            ("qa", &self.qa.model),
+            ("translation", &self.translation.model),
+        ]
+    }
+}
+
+impl ModelSettings {
+    /// A source that names an existing directory, or looks like a path, is local.
+    pub fn local_dir(&self) -> Option<&Path> {
+        let path = Path::new(&self.source);
+        let looks_like_path = self.source.starts_with('.')
+            || self.source.starts_with('/')
+            || self.source.starts_with('~');
+        (looks_like_path || path.is_dir()).then_some(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_name_the_real_models() {
+        let settings = Settings::defaults().expect("defaults parse");
+        assert_eq!(settings.completion.model.source, "distilgpt2");
+        assert_eq!(settings.server.port, 8080);
+        assert!(settings.completion.model.local_dir().is_none());
+    }
+
+    #[test]
+    fn tiny_profile_points_at_local_directories() {
+        let settings = Settings::load(&SettingsSources {
+            profile: Some("tiny".into()),
+            config_dir: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))),
+            ..Default::default()
+        })
+        .expect("tiny profile parses");
+        assert_eq!(settings.qa.model.source, "models/tiny/distilbert-qa");
+        assert_eq!(settings.translation.num_beams, 1);
+    }
+
+    #[test]
+    fn unknown_profile_is_an_error() {
+        let error = Settings::load(&SettingsSources {
+            profile: Some("nope".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("profile 'nope' not found"));
+    }
+}

@@ -1,0 +1,107 @@
+//! `ApiError`: every way a request can fail, mapped to an HTTP status and the
+//! JSON error body in this one place.
+
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::api::error::ErrorResponse;
+use crate::engine::{PredictError, SubmitError, Task};
+use crate::validation::ValidationError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("no route for {method} {path}; see /docs/ for the API")]
+    NotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("the {task} model is busy: its queue is full, retry shortly")]
+    QueueFull { task: Task },
+    #[error("the {task} model is not ready: {reason}")]
+    NotReady { task: Task, reason: &'static str },
+    #[error("{0}")]
+    Inference(String),
+}
+
+impl ApiError {
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::Invalid(_) => "validation_error",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::QueueFull { .. } => "queue_full",
+            ApiError::NotReady { .. } => "model_not_ready",
+            ApiError::Inference(_) => "inference_error",
+        }
+    }
+
+    pub fn disabled(task: Task) -> ApiError {
+        ApiError::NotReady {
+            task,
+            reason: "it is disabled in this server's configuration",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::QueueFull { .. } | ApiError::NotReady { .. }) {
+            response.insert_header((RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        response.json(ErrorResponse {
+            error: self.to_string(),
+            kind: self.kind().to_string(),
+        })
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        ApiError::Invalid(error.to_string())
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(error: SubmitError) -> Self {
+        match error {
+            SubmitError::NotReady(task) => ApiError::NotReady {
+                task,
+                reason: "it is still loading",
+            },
+            SubmitError::QueueFull(task) => ApiError::QueueFull { task },
+            SubmitError::WorkerGone(task) => ApiError::NotReady {
+                task,
+                reason: "its worker has stopped",
+            },
+            SubmitError::Predict(PredictError::Invalid { field, message }) => {
+                ApiError::Invalid(format!("{field}: {message}"))
+            }
+            SubmitError::Predict(PredictError::Failed(message)) => {
+                tracing::error!("inference failed: {message}");
+                ApiError::Inference(format!("the model failed on this request: {message}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! nlp-serve: language models as a web API.
+//!
+//! A request flows one way: `routes` (HTTP) -> `validation` -> `engine`
+//! (bounded queue, worker thread) -> `predictors` (rust-bert on libtorch) ->
+//! back. `api` holds the wire types and the OpenAPI document; `error` maps
+//! every failure to HTTP in one place.
+
+pub mod api;
+pub mod configuration;
+pub mod engine;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod model_source;
+pub mod predictors;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod text;
+pub mod validation;

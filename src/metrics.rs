@@ -1,0 +1,187 @@
+//! Prometheus metrics of the service, in one registry exposed at /metrics.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::engine::Task;
+
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    request_duration: HistogramVec,
+    queue_duration: HistogramVec,
+    inference_duration: HistogramVec,
+    batch_size: HistogramVec,
+    queue_depth: IntGaugeVec,
+    generated_tokens: IntCounterVec,
+    model_load: GaugeVec,
+    model_ready: IntGaugeVec,
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("metric definition is valid")
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("nlp_serve".to_string()), None)
+            .expect("registry prefix is valid");
+        let metrics = Metrics {
+            http_requests: IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP requests answered, by route, method and status."),
+                &["route", "method", "status"],
+            )
+            .expect("metric definition is valid"),
+            http_duration: histogram(
+                "http_request_duration_seconds",
+                "Time from receiving an HTTP request to its response, by route.",
+                &LATENCY_BUCKETS,
+                &["route"],
+            ),
+            request_duration: histogram(
+                "request_duration_seconds",
+                "Time a model request spent queued and in inference, by task.",
+                &LATENCY_BUCKETS,
+                &["task"],
+            ),
+            queue_duration: histogram(
+                "queue_duration_seconds",
+                "Time a request waited in its task's queue, by task.",
+                &LATENCY_BUCKETS,
+                &["task"],
+            ),
+            inference_duration: histogram(
+                "inference_duration_seconds",
+                "Time of one predict call over a batch, by task.",
+                &LATENCY_BUCKETS,
+                &["task"],
+            ),
+            batch_size: histogram(
+                "batch_size",
+                "Requests per predict call, by task.",
+                &BATCH_BUCKETS,
+                &["task"],
+            ),
+            queue_depth: IntGaugeVec::new(
+                Opts::new("queue_depth", "Requests waiting in each task's queue."),
+                &["task"],
+            )
+            .expect("metric definition is valid"),
+            generated_tokens: IntCounterVec::new(
+                Opts::new("generated_tokens_total", "Tokens generated, by task."),
+                &["task"],
+            )
+            .expect("metric definition is valid"),
+            model_load: GaugeVec::new(
+                Opts::new("model_load_duration_seconds", "Time taken to load each task's model."),
+                &["task"],
+            )
+            .expect("metric definition is valid"),
+            model_ready: IntGaugeVec::new(
+                Opts::new("model_ready", "1 when the task's model is loaded and serving."),
+                &["task"],
+            )
+            .expect("metric definition is valid"),
+            registry,
+        };
+        metrics.register_all();
+        for task in Task::ALL {
+            // Export every per-task series from the start, at zero.
+            metrics.queue_depth(task).set(0);
+            metrics.model_ready.with_label_values(&[task.name()]).set(0);
+            let _ = metrics.generated_tokens.with_label_values(&[task.name()]);
+        }
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(self.http_requests.clone()),
+            Box::new(self.http_duration.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.queue_duration.clone()),
+            Box::new(self.inference_duration.clone()),
+            Box::new(self.batch_size.clone()),
+            Box::new(self.queue_depth.clone()),
+            Box::new(self.generated_tokens.clone()),
+            Box::new(self.model_load.clone()),
+            Box::new(self.model_ready.clone()),
+        ];
+        for collector in collectors {
+            self.registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+    }
+
+    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn request_duration(&self, task: Task) -> Histogram {
+        self.request_duration.with_label_values(&[task.name()])
+    }
+
+    pub fn queue_duration(&self, task: Task) -> Histogram {
+        self.queue_duration.with_label_values(&[task.name()])
+    }
+
+    pub fn inference_duration(&self, task: Task) -> Histogram {
+        self.inference_duration.with_label_values(&[task.name()])
+    }
+
+    pub fn batch_size(&self, task: Task) -> Histogram {
+        self.batch_size.with_label_values(&[task.name()])
+    }
+
+    pub fn queue_depth(&self, task: Task) -> IntGauge {
+        self.queue_depth.with_label_values(&[task.name()])
+    }
+
+    pub fn generated_tokens(&self, task: Task) -> IntCounter {
+        self.generated_tokens.with_label_values(&[task.name()])
+    }
+
+    pub fn model_loaded(&self, task: Task, elapsed: Duration) {
+        self.model_load
+            .with_label_values(&[task.name()])
+            .set(elapsed.as_secs_f64());
+        self.model_ready.with_label_values(&[task.name()]).set(1);
+    }
+
+    /// The exposition in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!("could not encode metrics: {error}");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

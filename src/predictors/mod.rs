@@ -1,0 +1,49 @@
+//! The three models behind the API, each a `Predictor`: rust-bert pipelines on
+//! libtorch. Requests arrive here validated; no HTTP types appear.
+
+pub mod completion;
+pub mod question_answering;
+pub mod translation;
+
+use std::path::Path;
+
+use rust_bert::pipelines::common::ModelResource;
+use rust_bert::resources::LocalResource;
+use tch::Device;
+
+use crate::configuration::DeviceSetting;
+use crate::engine::LoadError;
+
+pub(crate) fn local(path: &Path) -> Box<LocalResource> {
+    Box::new(LocalResource {
+        local_path: path.to_path_buf(),
+    })
+}
+
+pub(crate) fn torch_weights(path: &Path) -> ModelResource {
+    ModelResource::Torch(local(path))
+}
+
+/// The libtorch device for a configured device setting.
+pub fn device(setting: DeviceSetting) -> Device {
+    match setting {
+        DeviceSetting::Cpu => Device::Cpu,
+        DeviceSetting::Cuda => Device::Cuda(0),
+        DeviceSetting::Auto => Device::cuda_if_available(),
+    }
+}
+
+/// Reads a model's config.json as loose JSON, for the few values we need.
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, LoadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| LoadError::Io(format!("cannot read {}: {error}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|error| LoadError::Io(format!("{} is not valid JSON: {error}", path.display())))
+}
+
+pub(crate) fn model_error(source: &str, error: impl std::fmt::Display) -> LoadError {
+    LoadError::Model {
+        source_name: source.to_string(),
+        detail: error.to_string(),
+    }
+}

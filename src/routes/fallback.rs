@@ -1,0 +1,19 @@
+//! JSON answers for unknown routes and wrong methods.
+
+use actix_web::HttpRequest;
+
+use crate::error::ApiError;
+
+pub async fn not_found(request: HttpRequest) -> ApiError {
+    ApiError::NotFound {
+        method: request.method().to_string(),
+        path: request.path().to_string(),
+    }
+}
+
+pub async fn method_not_allowed(request: HttpRequest) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: request.method().to_string(),
+        path: request.path().to_string(),
+    }
+}

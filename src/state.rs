@@ -1,0 +1,65 @@
+//! What every HTTP handler can reach: the task handles, settings, metrics and
+//! the reference document.
+
+use std::sync::Arc;
+
+use crate::api::health::ModelState;
+use crate::configuration::Settings;
+use crate::engine::{Task, TaskHandle};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::predictors::completion::{CompletionJob, CompletionOutput};
+use crate::predictors::question_answering::{AnswerSpan, QaJob};
+use crate::predictors::translation::TranslationJob;
+
+pub type CompletionHandle = TaskHandle<CompletionJob, CompletionOutput>;
+pub type QaHandle = TaskHandle<QaJob, Vec<AnswerSpan>>;
+pub type TranslationHandle = TaskHandle<TranslationJob, Vec<String>>;
+
+/// The task handles; `None` for a task disabled in configuration.
+#[derive(Clone, Default)]
+pub struct Tasks {
+    pub completion: Option<CompletionHandle>,
+    pub qa: Option<QaHandle>,
+    pub translation: Option<TranslationHandle>,
+}
+
+impl Tasks {
+    pub fn state(&self, task: Task) -> ModelState {
+        match task {
+            Task::Completion => self.completion.as_ref().map(|h| h.state()),
+            Task::QuestionAnswering => self.qa.as_ref().map(|h| h.state()),
+            Task::Translation => self.translation.as_ref().map(|h| h.state()),
+        }
+        .unwrap_or(ModelState::Disabled)
+    }
+}
+
+/// The reference document answered from when a QA request has no context.
+#[derive(Clone)]
+pub struct ReferenceDocument {
+    /// File name, reported in responses.
+    pub name: String,
+    pub text: Arc<str>,
+}
+
+pub struct AppState {
+    pub settings: Settings,
+    pub tasks: Tasks,
+    pub metrics: Arc<Metrics>,
+    pub reference: ReferenceDocument,
+}
+
+impl AppState {
+    pub fn completion(&self) -> Result<&CompletionHandle, ApiError> {
+        self.tasks.completion.as_ref().ok_or(ApiError::disabled(Task::Completion))
+    }
+
+    pub fn qa(&self) -> Result<&QaHandle, ApiError> {
+        self.tasks.qa.as_ref().ok_or(ApiError::disabled(Task::QuestionAnswering))
+    }
+
+    pub fn translation(&self) -> Result<&TranslationHandle, ApiError> {
+        self.tasks.translation.as_ref().ok_or(ApiError::disabled(Task::Translation))
+    }
+}

@@ -1,0 +1,130 @@
+//! Starts the real server in-process on a free port with the tiny models, and
+//! talks HTTP to it.
+
+use std::sync::{mpsc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nlp_serve::configuration::{Settings, SettingsSources};
+use nlp_serve::startup::Application;
+use serde_json::Value;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::blocking::Client,
+}
+
+/// The tiny-profile settings, bound to loopback on a free port.
+pub fn tiny_settings() -> Settings {
+    let mut settings = Settings::load(&SettingsSources {
+        profile: Some("tiny".into()),
+        config_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/config").into()),
+        file: None,
+        use_environment: false,
+    })
+    .expect("tiny profile loads");
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    settings.server.shutdown_timeout_secs = 1;
+    settings.runtime.torch_threads = 1;
+    settings.logging.level = "warn".into();
+    settings
+}
+
+/// The server shared by the tests of this binary, with the tiny profile.
+pub fn app() -> &'static TestApp {
+    static APP: OnceLock<TestApp> = OnceLock::new();
+    APP.get_or_init(|| {
+        let app = spawn_app(tiny_settings());
+        app.wait_ready();
+        app
+    })
+}
+
+/// Starts a server with `settings` on its own thread; does not wait for models.
+pub fn spawn_app(settings: Settings) -> TestApp {
+    nlp_serve::telemetry::init(&settings.logging);
+    let (port_tx, port_rx) = mpsc::channel();
+    thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let application = Application::build(settings).expect("application builds");
+            port_tx.send(application.port()).expect("test waits for the port");
+            let _ = application.run_until_stopped().await;
+        })
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server binds");
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client builds"),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Polls /ready until it answers 200.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(response) = self.client.get(self.url("/ready")).send() {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became ready");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .expect("request is answered");
+        read(response)
+    }
+
+    pub fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .expect("request is answered");
+        read(response)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .expect("request is answered")
+    }
+}
+
+pub fn read(response: reqwest::blocking::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().expect("body is readable");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("body is JSON (status {status}): {text}"));
+    (status, body)
+}
+
+/// Asserts the JSON error shape and returns the message.
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, expected_type: &str) -> String {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["type"], expected_type, "{body}");
+    let message = body["error"].as_str().expect("error message is a string");
+    assert!(!message.is_empty());
+    message.to_string()
+}
