@@ -1,7 +1,6 @@
 //! POST /complete bodies.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 /// Continue a prompt. Sampling options apply to this request only.

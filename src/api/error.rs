@@ -1,7 +1,6 @@
 //! The error body every failed request gets.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 /// What went wrong, for people (`error`) and programs (`type`).

@@ -1,7 +1,6 @@
 //! POST /qa bodies.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 /// Ask a question about a context, or about the server's reference document.

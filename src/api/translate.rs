@@ -1,7 +1,6 @@
 //! POST /translate bodies.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 /// One English text or a list of them.

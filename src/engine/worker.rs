@@ -149,7 +149,7 @@ impl<R: Send + 'static, O: Send + 'static> TaskHandle<R, O> {
     }
 }
 
-fn serve<R, O, C>(
+fn serve<R: Send + 'static, O: Send + 'static, C: Send + 'static>(
     task: Task,
     mut predictor: Box<dyn Predictor<Config = C, Request = R, Output = O>>,
     receiver: Receiver<Job<R, O>>,

@@ -139,7 +139,7 @@ impl HubClient {
         }
         let target = dir.join(name);
         let partial = dir.join(format!(".{name}.partial"));
-        let write = || -> io::Result<u64> {
+        let mut write = || -> io::Result<u64> {
             let mut out = fs::File::create(&partial)?;
             let bytes = response.copy_to(&mut out).map_err(io::Error::other)?;
             out.sync_all()?;

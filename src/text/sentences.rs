@@ -62,7 +62,7 @@ pub fn trim_to_sentence_end(text: &str) -> Option<&str> {
     if ends_sentence(trimmed) {
         return Some(trimmed);
     }
-    sentence_ends(text).last().map(|end| &text[..end])
+    sentence_ends(text).last().map(|&end| &text[..end])
 }
 
 fn ends_sentence(text: &str) -> bool {
