@@ -195,7 +195,9 @@ impl Settings {
         let bad = |what: &str| Err(SettingsError::Inconsistent(what.to_string()));
         for (task, model) in self.models() {
             if model.queue_size == 0 || model.max_batch_size == 0 {
-                return bad(&format!("{task}: queue_size and max_batch_size must be at least 1"));
+                return bad(&format!(
+                    "{task}: queue_size and max_batch_size must be at least 1"
+                ));
             }
         }
         if self.completion.default_max_new_tokens > self.completion.max_new_tokens {
@@ -244,7 +246,10 @@ mod tests {
     fn tiny_profile_points_at_local_directories() {
         let settings = Settings::load(&SettingsSources {
             profile: Some("tiny".into()),
-            config_dir: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))),
+            config_dir: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config"
+            ))),
             ..Default::default()
         })
         .expect("tiny profile parses");

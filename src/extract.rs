@@ -24,7 +24,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = request
             .app_data::<BodyLimit>()
-            .or_else(|| request.app_data::<web::Data<BodyLimit>>().map(|data| data.get_ref()))
+            .or_else(|| {
+                request
+                    .app_data::<web::Data<BodyLimit>>()
+                    .map(|data| data.get_ref())
+            })
             .map_or(256 * 1024, |limit| limit.0);
         let declared = request
             .headers()
@@ -38,7 +42,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|error| ApiError::MalformedJson(format!("could not read the body: {error}")))?;
+                let chunk = chunk.map_err(|error| {
+                    ApiError::MalformedJson(format!("could not read the body: {error}"))
+                })?;
                 if body.len() + chunk.len() > limit {
                     return Err(ApiError::PayloadTooLarge { limit });
                 }
@@ -52,21 +58,21 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 /// Parses a JSON body; a wrong value is reported with its path in the body.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::MalformedJson("the request body is empty; send a JSON object".into()));
+        return Err(ApiError::MalformedJson(
+            "the request body is empty; send a JSON object".into(),
+        ));
     }
-    let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    // Syntax first (400), then shape (422): a truncated body is malformed
+    // even when its first key is already wrong.
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    let value = serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                if path == "." {
-                    ApiError::Invalid(inner.to_string())
-                } else {
-                    ApiError::Invalid(format!("{path}: {inner}"))
-                }
-            }
-            _ => ApiError::MalformedJson(inner.to_string()),
+        if path == "." {
+            ApiError::Invalid(inner.to_string())
+        } else {
+            ApiError::Invalid(format!("{path}: {inner}"))
         }
     })?;
     Ok(value)
@@ -78,7 +84,7 @@ mod tests {
     use crate::api::complete::CompleteRequest;
 
     fn message(result: Result<CompleteRequest, ApiError>) -> (String, &'static str) {
-        let error = result.err().expect("an error");
+        let error = result.expect_err("an error");
         let kind = match error {
             ApiError::MalformedJson(_) => "400",
             ApiError::Invalid(_) => "422",
@@ -92,6 +98,7 @@ mod tests {
         assert_eq!(message(parse(b"{\"prompt\": ")).1, "400");
         assert_eq!(message(parse(b"not json")).1, "400");
         assert_eq!(message(parse(b"")).1, "400");
+        assert_eq!(message(parse(br#"{"question": "#)).1, "400");
     }
 
     #[test]

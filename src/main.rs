@@ -12,7 +12,10 @@ use nlp_serve::startup::{Application, StartupError};
 use nlp_serve::telemetry;
 
 #[derive(Parser)]
-#[command(version, about = "Language models as a web API: /complete, /qa, /translate")]
+#[command(
+    version,
+    about = "Language models as a web API: /complete, /qa, /translate"
+)]
 struct Cli {
     /// A TOML file with settings that override the defaults and the profile.
     #[arg(long, global = true)]
@@ -21,7 +24,12 @@ struct Cli {
     #[arg(long, env = "PROFILE", global = true)]
     profile: Option<String>,
     /// Where profile files live.
-    #[arg(long, env = "NLP_SERVE_CONFIG_DIR", default_value = "config", global = true)]
+    #[arg(
+        long,
+        env = "NLP_SERVE_CONFIG_DIR",
+        default_value = "config",
+        global = true
+    )]
     config_dir: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::engine::Task;
@@ -43,7 +43,10 @@ impl Metrics {
             .expect("registry prefix is valid");
         let metrics = Metrics {
             http_requests: IntCounterVec::new(
-                Opts::new("http_requests_total", "HTTP requests answered, by route, method and status."),
+                Opts::new(
+                    "http_requests_total",
+                    "HTTP requests answered, by route, method and status.",
+                ),
                 &["route", "method", "status"],
             )
             .expect("metric definition is valid"),
@@ -88,12 +91,18 @@ impl Metrics {
             )
             .expect("metric definition is valid"),
             model_load: GaugeVec::new(
-                Opts::new("model_load_duration_seconds", "Time taken to load each task's model."),
+                Opts::new(
+                    "model_load_duration_seconds",
+                    "Time taken to load each task's model.",
+                ),
                 &["task"],
             )
             .expect("metric definition is valid"),
             model_ready: IntGaugeVec::new(
-                Opts::new("model_ready", "1 when the task's model is loaded and serving."),
+                Opts::new(
+                    "model_ready",
+                    "1 when the task's model is loaded and serving.",
+                ),
                 &["task"],
             )
             .expect("metric definition is valid"),

@@ -21,7 +21,10 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let method = request.method().to_string();
-    let request_id = request.extensions().get::<RequestId>().map(|id| id.to_string());
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.to_string());
     let state = request.app_data::<Data<AppState>>().cloned();
     let mut response = next.call(request).await?;
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {

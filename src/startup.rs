@@ -153,9 +153,11 @@ fn start_tasks(
         queue_size: model.queue_size,
         max_batch_size: model.max_batch_size,
     };
-    let worker_error = |task: Task| move |error: std::io::Error| StartupError::Worker {
-        task,
-        detail: error.to_string(),
+    let worker_error = |task: Task| {
+        move |error: std::io::Error| StartupError::Worker {
+            task,
+            detail: error.to_string(),
+        }
     };
     let mut tasks = Tasks::default();
     let mut loads = Vec::new();

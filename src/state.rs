@@ -52,14 +52,23 @@ pub struct AppState {
 
 impl AppState {
     pub fn completion(&self) -> Result<&CompletionHandle, ApiError> {
-        self.tasks.completion.as_ref().ok_or(ApiError::disabled(Task::Completion))
+        self.tasks
+            .completion
+            .as_ref()
+            .ok_or(ApiError::disabled(Task::Completion))
     }
 
     pub fn qa(&self) -> Result<&QaHandle, ApiError> {
-        self.tasks.qa.as_ref().ok_or(ApiError::disabled(Task::QuestionAnswering))
+        self.tasks
+            .qa
+            .as_ref()
+            .ok_or(ApiError::disabled(Task::QuestionAnswering))
     }
 
     pub fn translation(&self) -> Result<&TranslationHandle, ApiError> {
-        self.tasks.translation.as_ref().ok_or(ApiError::disabled(Task::Translation))
+        self.tasks
+            .translation
+            .as_ref()
+            .ok_or(ApiError::disabled(Task::Translation))
     }
 }

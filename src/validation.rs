@@ -103,7 +103,12 @@ pub fn completion(
     }
     let max_new_tokens = match request.max_new_tokens {
         None => settings.default_max_new_tokens,
-        Some(value) => in_range("max_new_tokens", value as f64, 1.0, settings.max_new_tokens as f64)? as usize,
+        Some(value) => in_range(
+            "max_new_tokens",
+            value as f64,
+            1.0,
+            settings.max_new_tokens as f64,
+        )? as usize,
     };
     let temperature = in_range("temperature", request.temperature.unwrap_or(1.0), 0.0, 5.0)?;
     let top_p = request.top_p.unwrap_or(1.0);
@@ -229,9 +234,15 @@ mod tests {
     #[test]
     fn completion_defaults_come_from_settings() {
         let settings = Settings::defaults().expect("defaults");
-        let job = completion(&request(serde_json::json!({"prompt": "Hi"})), &settings.completion)
-            .expect("valid");
-        assert_eq!(job.max_new_tokens, settings.completion.default_max_new_tokens);
+        let job = completion(
+            &request(serde_json::json!({"prompt": "Hi"})),
+            &settings.completion,
+        )
+        .expect("valid");
+        assert_eq!(
+            job.max_new_tokens,
+            settings.completion.default_max_new_tokens
+        );
         assert_eq!(job.num_return_sequences, 1);
         assert_eq!(job.temperature, 1.0);
     }
@@ -241,13 +252,31 @@ mod tests {
         let settings = Settings::defaults().expect("defaults");
         let cases = [
             (serde_json::json!({"prompt": ""}), "prompt"),
-            (serde_json::json!({"prompt": "a", "temperature": 7.0}), "temperature"),
+            (
+                serde_json::json!({"prompt": "a", "temperature": 7.0}),
+                "temperature",
+            ),
             (serde_json::json!({"prompt": "a", "top_p": 0.0}), "top_p"),
-            (serde_json::json!({"prompt": "a", "max_new_tokens": 0}), "max_new_tokens"),
-            (serde_json::json!({"prompt": "a", "max_new_tokens": 100000}), "max_new_tokens"),
-            (serde_json::json!({"prompt": "a", "repetition_penalty": 0.5}), "repetition_penalty"),
-            (serde_json::json!({"prompt": "a", "num_return_sequences": 2, "temperature": 0}), "num_return_sequences"),
-            (serde_json::json!({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}), "stop"),
+            (
+                serde_json::json!({"prompt": "a", "max_new_tokens": 0}),
+                "max_new_tokens",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "max_new_tokens": 100000}),
+                "max_new_tokens",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "repetition_penalty": 0.5}),
+                "repetition_penalty",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "num_return_sequences": 2, "temperature": 0}),
+                "num_return_sequences",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}),
+                "stop",
+            ),
             (serde_json::json!({"prompt": "a", "stop": [""]}), "stop"),
         ];
         for (body, field) in cases {
@@ -261,20 +290,39 @@ mod tests {
     fn qa_uses_the_reference_document_without_context() {
         let settings = Settings::defaults().expect("defaults");
         let document: Arc<str> = Arc::from("The reference.");
-        let body: QaRequest = serde_json::from_value(serde_json::json!({"question": "What?"})).expect("body");
+        let body: QaRequest =
+            serde_json::from_value(serde_json::json!({"question": "What?"})).expect("body");
         let job = question_answering(&body, &settings.qa, &document).expect("valid");
         assert!(Arc::ptr_eq(&job.context, &document));
         let body: QaRequest =
-            serde_json::from_value(serde_json::json!({"question": "What?", "top_k": 6})).expect("body");
-        assert_eq!(question_answering(&body, &settings.qa, &document).unwrap_err().field(), "top_k");
+            serde_json::from_value(serde_json::json!({"question": "What?", "top_k": 6}))
+                .expect("body");
+        assert_eq!(
+            question_answering(&body, &settings.qa, &document)
+                .unwrap_err()
+                .field(),
+            "top_k"
+        );
     }
 
     #[test]
     fn translation_accepts_one_or_many_texts() {
         let settings = Settings::defaults().expect("defaults");
-        let one: TranslateRequest = serde_json::from_value(serde_json::json!({"text": "Hi."})).expect("body");
-        assert_eq!(translation(&one, &settings.translation).expect("valid").texts, ["Hi."]);
-        let none: TranslateRequest = serde_json::from_value(serde_json::json!({"text": []})).expect("body");
-        assert_eq!(translation(&none, &settings.translation).unwrap_err().field(), "text");
+        let one: TranslateRequest =
+            serde_json::from_value(serde_json::json!({"text": "Hi."})).expect("body");
+        assert_eq!(
+            translation(&one, &settings.translation)
+                .expect("valid")
+                .texts,
+            ["Hi."]
+        );
+        let none: TranslateRequest =
+            serde_json::from_value(serde_json::json!({"text": []})).expect("body");
+        assert_eq!(
+            translation(&none, &settings.translation)
+                .unwrap_err()
+                .field(),
+            "text"
+        );
     }
 }

@@ -101,7 +101,11 @@ fn unreachable_hub_fails_fast_with_the_offline_hint() {
 
 #[test]
 fn unknown_profile_is_a_clear_error() {
-    let child = command().arg("--profile").arg("nope").spawn().expect("starts");
+    let child = command()
+        .arg("--profile")
+        .arg("nope")
+        .spawn()
+        .expect("starts");
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 2);
     assert!(stderr.contains("profile 'nope' not found"), "{stderr}");
@@ -139,7 +143,8 @@ fn start_hub(root: PathBuf) -> (String, actix_web::dev::ServerHandle) {
             let _ = server.await;
         })
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("hub starts")
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("hub starts")
 }
 
 fn hub_command(endpoint: &str, cache: &Path, port: u16) -> Command {
@@ -174,19 +179,32 @@ fn downloads_from_a_hub_then_restarts_from_the_cache_offline() {
     let (endpoint, hub) = start_hub(models);
 
     let port = free_port();
-    let mut first = hub_command(&endpoint, &cache, port).spawn().expect("starts");
+    let mut first = hub_command(&endpoint, &cache, port)
+        .spawn()
+        .expect("starts");
     wait_ready(&mut first, port);
     let online = complete(port);
     stop(first);
     for file in ["config.json", "vocab.json", "merges.txt", "rust_model.ot"] {
-        assert!(cache.join("tiny-org--gpt2/main").join(file).is_file(), "{file} cached");
+        assert!(
+            cache.join("tiny-org--gpt2/main").join(file).is_file(),
+            "{file} cached"
+        );
     }
-    assert!(cache.join("tiny-org--marian-en-de/main/source.spm").is_file());
+    assert!(cache
+        .join("tiny-org--marian-en-de/main/source.spm")
+        .is_file());
 
     actix_web::rt::System::new().block_on(hub.stop(false));
     let port = free_port();
-    let mut second = hub_command(&endpoint, &cache, port).spawn().expect("starts");
+    let mut second = hub_command(&endpoint, &cache, port)
+        .spawn()
+        .expect("starts");
     wait_ready(&mut second, port);
-    assert_eq!(complete(port)["completions"], online["completions"], "same model from the cache");
+    assert_eq!(
+        complete(port)["completions"],
+        online["completions"],
+        "same model from the cache"
+    );
     stop(second);
 }

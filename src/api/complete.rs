@@ -89,4 +89,3 @@ pub struct CompleteResponse {
     /// Token counts.
     pub usage: Usage,
 }
-

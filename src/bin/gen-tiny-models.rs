@@ -19,13 +19,47 @@ use rust_bert::Config;
 use tch::{nn, Device};
 
 const SEED: i64 = 20261121;
+/// Standard deviation of weights, as in the configs' `initializer_range`.
+const INIT_STD: f64 = 0.02;
+
+/// Re-initialises weights the way Hugging Face trains from scratch: normal
+/// weights with a small spread, zero biases, unit layer norms. (rust-bert's
+/// constructors use libtorch defaults, e.g. N(0, 1) embeddings, which make a
+/// random model's output distribution extremely peaked.) Fixed sinusoidal
+/// position tables are kept. Used for GPT-2, so that sampling explores the
+/// vocabulary; DistilBERT and Marian keep libtorch's defaults, under which
+/// their outputs depend more visibly on their inputs.
+fn init_weights(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (name, mut tensor) in vs.variables() {
+            let norm = ["ln_", "layer_norm", "LayerNorm"]
+                .iter()
+                .any(|part| name.contains(part));
+            if name.contains("embed_positions") {
+                continue;
+            } else if name.ends_with("bias") {
+                let _ = tensor.zero_();
+            } else if norm {
+                let _ = tensor.fill_(1.0);
+            } else {
+                let values = tensor.randn_like() * INIT_STD;
+                tensor.copy_(&values);
+            }
+        }
+    });
+}
 
 fn save(vs: &nn::VarStore, dir: &Path) -> anyhow::Result<()> {
     let path = dir.join("rust_model.ot");
     vs.save(&path)
         .with_context(|| format!("writing {}", path.display()))?;
     let bytes = std::fs::metadata(&path)?.len();
-    println!("{}: {} tensors, {:.1} MB", path.display(), vs.variables().len(), bytes as f64 / 1e6);
+    println!(
+        "{}: {} tensors, {:.1} MB",
+        path.display(),
+        vs.variables().len(),
+        bytes as f64 / 1e6
+    );
     Ok(())
 }
 
@@ -41,6 +75,7 @@ fn main() -> anyhow::Result<()> {
     let vs = nn::VarStore::new(Device::Cpu);
     let config = Gpt2Config::from_file(dir.join("config.json"));
     let _model = GPT2LMHeadModel::new(vs.root(), &config);
+    init_weights(&vs);
     save(&vs, &dir)?;
 
     let dir = root.join("distilbert-qa");

@@ -103,8 +103,9 @@ impl<R: Send + 'static, O: Send + 'static> TaskHandle<R, O> {
                         metrics.model_loaded(task, elapsed);
                         state.store(READY, Ordering::SeqCst);
                         let _ = loaded_tx.send(Ok(elapsed));
-                        let predictor: Box<dyn Predictor<Config = P::Config, Request = R, Output = O>> =
-                            Box::new(predictor);
+                        let predictor: Box<
+                            dyn Predictor<Config = P::Config, Request = R, Output = O>,
+                        > = Box::new(predictor);
                         serve(task, predictor, receiver, shape, &metrics);
                     }
                     Err(error) => {
@@ -141,7 +142,9 @@ impl<R: Send + 'static, O: Send + 'static> TaskHandle<R, O> {
             Err(TrySendError::Full(_)) => return Err(SubmitError::QueueFull(self.task)),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::WorkerGone(self.task)),
         }
-        let result = answer.await.map_err(|_| SubmitError::WorkerGone(self.task))?;
+        let result = answer
+            .await
+            .map_err(|_| SubmitError::WorkerGone(self.task))?;
         self.metrics
             .request_duration(self.task)
             .observe(started.elapsed().as_secs_f64());

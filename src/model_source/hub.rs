@@ -59,7 +59,10 @@ impl HubClient {
     ) -> Result<HashMap<&'static str, PathBuf>, LoadError> {
         let dir = self.snapshot_dir(repo, revision);
         fs::create_dir_all(&dir).map_err(|error| {
-            LoadError::Io(format!("cannot create cache directory {}: {error}", dir.display()))
+            LoadError::Io(format!(
+                "cannot create cache directory {}: {error}",
+                dir.display()
+            ))
         })?;
         let mut paths = HashMap::new();
         for file in wanted {

@@ -136,7 +136,10 @@ impl Predictor for CompletionPredictor {
         })
     }
 
-    fn predict(&mut self, batch: Vec<CompletionJob>) -> Vec<Result<CompletionOutput, PredictError>> {
+    fn predict(
+        &mut self,
+        batch: Vec<CompletionJob>,
+    ) -> Vec<Result<CompletionOutput, PredictError>> {
         batch.iter().map(|job| self.complete(job)).collect()
     }
 }
@@ -204,7 +207,11 @@ impl CompletionPredictor {
         })
     }
 
-    fn check_lengths(&self, prompt_tokens: usize, max_new_tokens: usize) -> Result<(), PredictError> {
+    fn check_lengths(
+        &self,
+        prompt_tokens: usize,
+        max_new_tokens: usize,
+    ) -> Result<(), PredictError> {
         if prompt_tokens > self.max_prompt_tokens {
             return Err(PredictError::Invalid {
                 field: "prompt".into(),
@@ -270,7 +277,11 @@ mod tests {
 
     #[test]
     fn stop_sequence_wins_over_length() {
-        let done = finish_text("one two. three".into(), Finish::Length, &job(&["two"], false));
+        let done = finish_text(
+            "one two. three".into(),
+            Finish::Length,
+            &job(&["two"], false),
+        );
         assert_eq!(done.text, "one ");
         assert_eq!(done.finish, Finish::Stop);
     }

@@ -97,12 +97,22 @@ impl Predictor for TranslationPredictor {
             }) {
                 Ok(output) if output.len() == chunk.len() => translated.extend(output),
                 Ok(output) => {
-                    let message = format!("{} translations for {} sentences", output.len(), chunk.len());
-                    return batch.iter().map(|_| Err(PredictError::Failed(message.clone()))).collect();
+                    let message = format!(
+                        "{} translations for {} sentences",
+                        output.len(),
+                        chunk.len()
+                    );
+                    return batch
+                        .iter()
+                        .map(|_| Err(PredictError::Failed(message.clone())))
+                        .collect();
                 }
                 Err(error) => {
                     let message = error.to_string();
-                    return batch.iter().map(|_| Err(PredictError::Failed(message.clone()))).collect();
+                    return batch
+                        .iter()
+                        .map(|_| Err(PredictError::Failed(message.clone())))
+                        .collect();
                 }
             }
         }

@@ -47,8 +47,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::get().to(metrics::metrics))
                 .default_service(web::to(fallback::method_not_allowed)),
         )
-        .service(
-            SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
-        )
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()))
         .default_service(web::to(fallback::not_found));
 }

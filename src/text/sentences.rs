@@ -88,7 +88,9 @@ fn sentence_ends(text: &str) -> Vec<usize> {
         }
         if TERMINATORS.contains(&ch) {
             let mut next = index + 1;
-            while next < chars.len() && (TERMINATORS.contains(&chars[next].1) || CLOSERS.contains(&chars[next].1)) {
+            while next < chars.len()
+                && (TERMINATORS.contains(&chars[next].1) || CLOSERS.contains(&chars[next].1))
+            {
                 next += 1;
             }
             let end = chars.get(next).map_or(text.len(), |(o, _)| *o);
@@ -148,7 +150,11 @@ mod tests {
     fn keeps_decimals_abbreviations_and_initials_together() {
         assert_eq!(
             sentences("Version 3.5 is out. Dr. Smith and J. Doe agree, e.g. on this. Fine."),
-            ["Version 3.5 is out.", "Dr. Smith and J. Doe agree, e.g. on this.", "Fine."]
+            [
+                "Version 3.5 is out.",
+                "Dr. Smith and J. Doe agree, e.g. on this.",
+                "Fine."
+            ]
         );
     }
 
@@ -191,7 +197,10 @@ mod tests {
 
     #[test]
     fn handles_multibyte_text() {
-        assert_eq!(sentences("Grüße aus Köln… Schön!"), ["Grüße aus Köln…", "Schön!"]);
+        assert_eq!(
+            sentences("Grüße aus Köln… Schön!"),
+            ["Grüße aus Köln…", "Schön!"]
+        );
         assert_eq!(trim_to_sentence_end("Ça va? Très bi"), Some("Ça va?"));
     }
 }

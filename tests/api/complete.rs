@@ -18,15 +18,18 @@ fn first_text(response: &Value) -> String {
 
 #[test]
 fn completes_a_prompt_with_usage_and_finish_reason() {
-    let response = complete(json!({"prompt": "Machine learning is", "max_new_tokens": 5, "temperature": 0}));
+    let response =
+        complete(json!({"prompt": "Machine learning is", "max_new_tokens": 5, "temperature": 0}));
     assert_eq!(response["model"], "models/tiny/gpt2");
     let completions = response["completions"].as_array().expect("list");
     assert_eq!(completions.len(), 1);
     let reason = completions[0]["finish_reason"].as_str().expect("reason");
     assert!(["length", "eos", "stop"].contains(&reason));
     assert_eq!(response["usage"]["prompt_tokens"], 3);
-    let generated = response["usage"]["completion_tokens"].as_u64().expect("count");
-    assert!(generated >= 1 && generated <= 5);
+    let generated = response["usage"]["completion_tokens"]
+        .as_u64()
+        .expect("count");
+    assert!((1..=5).contains(&generated));
     if reason == "length" {
         assert_eq!(generated, 5);
     }
@@ -35,7 +38,10 @@ fn completes_a_prompt_with_usage_and_finish_reason() {
 #[test]
 fn greedy_decoding_is_deterministic() {
     let body = json!({"prompt": "The weather today", "max_new_tokens": 12, "temperature": 0});
-    assert_eq!(first_text(&complete(body.clone())), first_text(&complete(body)));
+    assert_eq!(
+        first_text(&complete(body.clone())),
+        first_text(&complete(body))
+    );
 }
 
 #[test]
@@ -46,14 +52,21 @@ fn same_seed_same_text_and_different_seeds_differ() {
     };
     let first = first_text(&complete(body(7)));
     assert_eq!(first, first_text(&complete(body(7))));
-    let others: Vec<String> = (8..11).map(|seed| first_text(&complete(body(seed)))).collect();
-    assert!(others.iter().any(|text| text != &first), "seeds 7..11 all gave {first:?}");
+    let others: Vec<String> = (8..11)
+        .map(|seed| first_text(&complete(body(seed))))
+        .collect();
+    assert!(
+        others.iter().any(|text| text != &first),
+        "seeds 7..11 all gave {first:?}"
+    );
 }
 
 #[test]
 fn several_sequences_are_returned_when_sampling() {
-    let response = complete(json!({"prompt": "Hello", "max_new_tokens": 6, "temperature": 0.9,
-                                    "num_return_sequences": 3, "seed": 1}));
+    let response = complete(
+        json!({"prompt": "Hello", "max_new_tokens": 6, "temperature": 0.9,
+                                    "num_return_sequences": 3, "seed": 1}),
+    );
     assert_eq!(response["completions"].as_array().expect("list").len(), 3);
 }
 
@@ -62,7 +75,10 @@ fn output_ends_before_the_first_stop_sequence() {
     let base = json!({"prompt": "Deep learning", "max_new_tokens": 24, "temperature": 0});
     let full = first_text(&complete(base.clone()));
     let chars: Vec<char> = full.chars().collect();
-    assert!(chars.len() > 8, "greedy output too short to pick a stop from: {full:?}");
+    assert!(
+        chars.len() > 8,
+        "greedy output too short to pick a stop from: {full:?}"
+    );
     // A stop taken from the middle of the greedy output must cut it there.
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
     let expected = &full[..full.find(&stop).expect("stop occurs")];
@@ -84,8 +100,12 @@ fn stop_at_sentence_end_trims_to_the_last_complete_sentence() {
         with_flag["stop_at_sentence_end"] = json!(true);
         let trimmed = complete(with_flag);
         for index in 0..2 {
-            let full = untrimmed["completions"][index]["text"].as_str().expect("text");
-            let cut = trimmed["completions"][index]["text"].as_str().expect("text");
+            let full = untrimmed["completions"][index]["text"]
+                .as_str()
+                .expect("text");
+            let cut = trimmed["completions"][index]["text"]
+                .as_str()
+                .expect("text");
             match trim_to_sentence_end(full) {
                 Some(expected) => {
                     assert_eq!(cut, expected);
@@ -97,5 +117,8 @@ fn stop_at_sentence_end_trims_to_the_last_complete_sentence() {
             }
         }
     }
-    assert!(trimmed_cases > 0, "no sample ended mid-sentence after a sentence end; pick other seeds");
+    assert!(
+        trimmed_cases > 0,
+        "no sample ended mid-sentence after a sentence end; pick other seeds"
+    );
 }

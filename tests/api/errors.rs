@@ -17,23 +17,63 @@ fn malformed_json_is_400() {
 #[test]
 fn wrong_types_and_ranges_are_422_naming_the_field() {
     let cases = [
-        ("/complete", json!({"prompt": "a", "max_new_tokens": "ten"}), "max_new_tokens"),
-        ("/complete", json!({"prompt": "a", "max_new_tokens": -1}), "max_new_tokens"),
-        ("/complete", json!({"prompt": "a", "max_new_tokens": 100000}), "max_new_tokens"),
+        (
+            "/complete",
+            json!({"prompt": "a", "max_new_tokens": "ten"}),
+            "max_new_tokens",
+        ),
+        (
+            "/complete",
+            json!({"prompt": "a", "max_new_tokens": -1}),
+            "max_new_tokens",
+        ),
+        (
+            "/complete",
+            json!({"prompt": "a", "max_new_tokens": 100000}),
+            "max_new_tokens",
+        ),
         ("/complete", json!({"prompt": ""}), "prompt"),
-        ("/complete", json!({"prompt": "a", "temperature": 9}), "temperature"),
+        (
+            "/complete",
+            json!({"prompt": "a", "temperature": 9}),
+            "temperature",
+        ),
         ("/complete", json!({"prompt": "a", "top_p": 1.5}), "top_p"),
-        ("/complete", json!({"prompt": "a", "repetition_penalty": 0}), "repetition_penalty"),
-        ("/complete", json!({"prompt": "a", "num_return_sequences": 99, "temperature": 1}), "num_return_sequences"),
-        ("/complete", json!({"prompt": "a", "stop": ["1", "2", "3", "4", "5"]}), "stop"),
+        (
+            "/complete",
+            json!({"prompt": "a", "repetition_penalty": 0}),
+            "repetition_penalty",
+        ),
+        (
+            "/complete",
+            json!({"prompt": "a", "num_return_sequences": 99, "temperature": 1}),
+            "num_return_sequences",
+        ),
+        (
+            "/complete",
+            json!({"prompt": "a", "stop": ["1", "2", "3", "4", "5"]}),
+            "stop",
+        ),
         ("/complete", json!({"prompt": "a", "stop": "\n"}), "stop"),
         ("/complete", json!({"prompt": "a", "seed": "x"}), "seed"),
         ("/complete", json!({"prompt": "a", "bogus": 1}), "bogus"),
         ("/complete", json!({"max_new_tokens": 3}), "prompt"),
-        ("/complete", json!({"prompt": "word ".repeat(400)}), "prompt"),
-        ("/complete", json!({"prompt": "word ".repeat(150), "max_new_tokens": 200}), "max_new_tokens"),
+        (
+            "/complete",
+            json!({"prompt": "word ".repeat(400)}),
+            "prompt",
+        ),
+        (
+            "/complete",
+            json!({"prompt": "word ".repeat(150), "max_new_tokens": 200}),
+            "max_new_tokens",
+        ),
         ("/qa", json!({"question": ""}), "question"),
-        ("/qa", json!({"question": "Why?", "context": "  "}), "context"),
+        (
+            "/qa",
+            json!({"question": "Why?", "context": "  "}),
+            "context",
+        ),
         ("/qa", json!({"question": "Why?", "top_k": 0}), "top_k"),
         ("/qa", json!({"question": "Why?", "top_k": 6}), "top_k"),
         ("/qa", json!({"question": 5}), "question"),
@@ -46,7 +86,10 @@ fn wrong_types_and_ranges_are_422_naming_the_field() {
     for (path, body, field) in cases {
         let (status, response) = app().post(path, &body);
         let message = assert_error(status, &response, 422, "validation_error");
-        assert!(message.contains(field), "{path} {body}: {message:?} should name {field:?}");
+        assert!(
+            message.contains(field),
+            "{path} {body}: {message:?} should name {field:?}"
+        );
     }
 }
 
@@ -67,7 +110,11 @@ fn unknown_routes_are_404_and_wrong_methods_405() {
         let (status, body) = read(app().get(path));
         assert_error(status, &body, 405, "method_not_allowed");
     }
-    let response = app().client.delete(app().url("/health")).send().expect("answered");
+    let response = app()
+        .client
+        .delete(app().url("/health"))
+        .send()
+        .expect("answered");
     let (status, body) = read(response);
     assert_error(status, &body, 405, "method_not_allowed");
 }

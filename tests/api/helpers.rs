@@ -48,7 +48,9 @@ pub fn spawn_app(settings: Settings) -> TestApp {
     thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let application = Application::build(settings).expect("application builds");
-            port_tx.send(application.port()).expect("test waits for the port");
+            port_tx
+                .send(application.port())
+                .expect("test waits for the port");
             let _ = application.run_until_stopped().await;
         })
     });
@@ -121,7 +123,12 @@ pub fn read(response: reqwest::blocking::Response) -> (u16, Value) {
 }
 
 /// Asserts the JSON error shape and returns the message.
-pub fn assert_error(status: u16, body: &Value, expected_status: u16, expected_type: &str) -> String {
+pub fn assert_error(
+    status: u16,
+    body: &Value,
+    expected_status: u16,
+    expected_type: &str,
+) -> String {
     assert_eq!(status, expected_status, "{body}");
     assert_eq!(body["type"], expected_type, "{body}");
     let message = body["error"].as_str().expect("error message is a string");

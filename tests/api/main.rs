@@ -5,5 +5,4 @@ mod errors;
 mod helpers;
 mod operations;
 mod qa;
-mod readiness;
 mod translate;

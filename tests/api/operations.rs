@@ -14,7 +14,10 @@ fn swagger_ui_is_served() {
 
 #[test]
 fn served_openapi_document_matches_the_committed_one() {
-    let served: Value = app().get("/api-docs/openapi.json").json().expect("JSON document");
+    let served: Value = app()
+        .get("/api-docs/openapi.json")
+        .json()
+        .expect("JSON document");
     let committed: Value = serde_json::from_str(
         &std::fs::read_to_string("api/openapi.json").expect("api/openapi.json exists"),
     )
@@ -23,7 +26,14 @@ fn served_openapi_document_matches_the_committed_one() {
         served == committed,
         "api/openapi.json is stale: run `make openapi` and commit it"
     );
-    for path in ["/complete", "/qa", "/translate", "/health", "/ready", "/metrics"] {
+    for path in [
+        "/complete",
+        "/qa",
+        "/translate",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
         assert!(served["paths"][path].is_object(), "{path} documented");
     }
     for schema in ["CompleteRequest", "QaRequest", "TranslateRequest"] {
@@ -36,11 +46,17 @@ fn served_openapi_document_matches_the_committed_one() {
 
 #[test]
 fn metrics_are_exposed_in_prometheus_format() {
-    let (status, _) = app().post("/complete", &json!({"prompt": "Hi", "max_new_tokens": 2, "temperature": 0}));
+    let (status, _) = app().post(
+        "/complete",
+        &json!({"prompt": "Hi", "max_new_tokens": 2, "temperature": 0}),
+    );
     assert_eq!(status, 200);
     let response = app().get("/metrics");
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_string();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     let text = response.text().expect("text");
     for expected in [
@@ -72,7 +88,10 @@ fn unknown_paths_share_one_metrics_label() {
 #[test]
 fn health_is_ok_and_every_response_has_a_request_id() {
     let response = app().get("/health");
-    let id = response.headers()["x-request-id"].to_str().expect("ascii").to_string();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     assert!(id.len() >= 16, "{id}");
     let (status, body) = read(response);
     assert_eq!(status, 200);

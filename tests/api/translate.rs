@@ -23,7 +23,11 @@ fn a_single_string_gives_one_translation() {
 
 #[test]
 fn a_list_keeps_count_and_order() {
-    let texts = ["Machine learning needs data.", "Models are trained on examples.", "Inference is fast."];
+    let texts = [
+        "Machine learning needs data.",
+        "Models are trained on examples.",
+        "Inference is fast.",
+    ];
     let together = translate(json!(texts));
     assert_eq!(together.len(), texts.len());
     let reversed: Vec<&str> = texts.iter().rev().copied().collect();
@@ -31,7 +35,11 @@ fn a_list_keeps_count_and_order() {
     backwards.reverse();
     assert_eq!(together, backwards, "each translation stays with its text");
     for (text, translation) in texts.iter().zip(&together) {
-        assert_eq!(&translate(json!(text))[0], translation, "alone vs. in a list: {text}");
+        assert_eq!(
+            &translate(json!(text))[0],
+            translation,
+            "alone vs. in a list: {text}"
+        );
     }
 }
 
@@ -39,10 +47,16 @@ fn a_list_keeps_count_and_order() {
 fn long_texts_are_split_into_sentences_and_joined_back() {
     let first = "Data is collected.";
     let second = "Models are trained.";
-    let alone: Vec<String> = [first, second].iter().map(|s| translate(json!(s)).remove(0)).collect();
+    let alone: Vec<String> = [first, second]
+        .iter()
+        .map(|s| translate(json!(s)).remove(0))
+        .collect();
     let joined = translate(json!(format!("{first} {second}\n\n{first}")));
     assert_eq!(joined.len(), 1);
-    assert_eq!(joined[0], format!("{} {}\n\n{}", alone[0], alone[1], alone[0]));
+    assert_eq!(
+        joined[0],
+        format!("{} {}\n\n{}", alone[0], alone[1], alone[0])
+    );
 }
 
 #[test]

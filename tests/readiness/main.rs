@@ -1,4 +1,11 @@
 //! Readiness, disabled models, a model stuck loading, and a full queue.
+//! Each test starts its own server, so they live in their own test binary:
+//! model loading draws on libtorch's global random generator, which would
+//! disturb the seeded-sampling tests of the shared server in `tests/api`.
+
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
 
 use std::net::TcpListener;
 use std::thread;
@@ -72,7 +79,10 @@ fn a_full_queue_answers_429_at_once() {
             })
         })
         .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
     let mut rejected = 0;
     for (status, body, retry_after) in &results {
         match status {
@@ -85,6 +95,9 @@ fn a_full_queue_answers_429_at_once() {
             other => panic!("unexpected status {other}: {body}"),
         }
     }
-    assert!(rejected > 0, "24 concurrent requests on a queue of 1 must shed some");
+    assert!(
+        rejected > 0,
+        "24 concurrent requests on a queue of 1 must shed some"
+    );
     assert!(rejected < results.len(), "some requests must be served");
 }
