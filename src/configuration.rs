@@ -258,6 +258,37 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_overrides_the_profile() {
+        let path = std::env::temp_dir().join(format!("nlp-serve-config-{}.toml", std::process::id()));
+        std::fs::write(&path, "[completion]\nmax_new_tokens = 99\n[qa]\nenabled = false\n")
+            .expect("write config");
+        let settings = Settings::load(&SettingsSources {
+            profile: Some("tiny".into()),
+            config_dir: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))),
+            file: Some(path.clone()),
+            use_environment: false,
+        })
+        .expect("layers parse");
+        let _ = std::fs::remove_file(path);
+        assert_eq!(settings.completion.max_new_tokens, 99);
+        assert!(!settings.qa.model.enabled);
+        assert_eq!(settings.completion.model.source, "models/tiny/gpt2");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let path = std::env::temp_dir().join(format!("nlp-serve-typo-{}.toml", std::process::id()));
+        std::fs::write(&path, "[server]\nprot = 1\n").expect("write config");
+        let error = Settings::load(&SettingsSources {
+            file: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        let _ = std::fs::remove_file(path);
+        assert!(error.to_string().contains("prot"), "{error}");
+    }
+
+    #[test]
     fn unknown_profile_is_an_error() {
         let error = Settings::load(&SettingsSources {
             profile: Some("nope".into()),
