@@ -259,12 +259,19 @@ mod tests {
 
     #[test]
     fn a_config_file_overrides_the_profile() {
-        let path = std::env::temp_dir().join(format!("nlp-serve-config-{}.toml", std::process::id()));
-        std::fs::write(&path, "[completion]\nmax_new_tokens = 99\n[qa]\nenabled = false\n")
-            .expect("write config");
+        let path =
+            std::env::temp_dir().join(format!("nlp-serve-config-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[completion]\nmax_new_tokens = 99\n[qa]\nenabled = false\n",
+        )
+        .expect("write config");
         let settings = Settings::load(&SettingsSources {
             profile: Some("tiny".into()),
-            config_dir: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))),
+            config_dir: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config"
+            ))),
             file: Some(path.clone()),
             use_environment: false,
         })

@@ -5,7 +5,7 @@ use utoipa::ToSchema;
 
 /// One English text or a list of them.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or a list of strings")]
 pub enum TextInput {
     /// A single text.
     One(String),

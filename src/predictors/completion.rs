@@ -212,6 +212,13 @@ impl CompletionPredictor {
         prompt_tokens: usize,
         max_new_tokens: usize,
     ) -> Result<(), PredictError> {
+        if prompt_tokens == 0 {
+            // GPT-2's tokenizer drops a prompt of only spaces.
+            return Err(PredictError::Invalid {
+                field: "prompt".into(),
+                message: "contains no tokens (only whitespace?)".into(),
+            });
+        }
         if prompt_tokens > self.max_prompt_tokens {
             return Err(PredictError::Invalid {
                 field: "prompt".into(),

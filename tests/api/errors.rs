@@ -33,6 +33,7 @@ fn wrong_types_and_ranges_are_422_naming_the_field() {
             "max_new_tokens",
         ),
         ("/complete", json!({"prompt": ""}), "prompt"),
+        ("/complete", json!({"prompt": "   "}), "prompt"),
         (
             "/complete",
             json!({"prompt": "a", "temperature": 9}),
@@ -79,6 +80,11 @@ fn wrong_types_and_ranges_are_422_naming_the_field() {
         ("/qa", json!({"question": 5}), "question"),
         ("/translate", json!({"text": []}), "text"),
         ("/translate", json!({"text": 5}), "text"),
+        (
+            "/translate",
+            json!({"text": [null]}),
+            "a string or a list of strings",
+        ),
         ("/translate", json!({"text": vec!["a"; 40]}), "text"),
         ("/translate", json!({}), "text"),
         ("/complete", json!([1, 2]), ""),
