@@ -13,9 +13,9 @@ use actix_web::{web, App, HttpServer};
 use tokio::sync::oneshot;
 use tracing_actix_web::TracingLogger;
 
-use crate::configuration::Settings;
+use crate::configuration::{ModelSettings, Settings};
 use crate::engine::worker::QueueShape;
-use crate::engine::{LoadError, Task, TaskHandle};
+use crate::engine::{LoadError, Predictor, Task, TaskHandle};
 use crate::extract::BodyLimit;
 use crate::metrics::Metrics;
 use crate::model_source::ModelLocation;
@@ -42,6 +42,7 @@ pub enum StartupError {
 }
 
 type LoadReport = oneshot::Receiver<Result<Duration, LoadError>>;
+type HandleOf<P> = TaskHandle<<P as Predictor>::Request, <P as Predictor>::Output>;
 
 pub struct Application {
     port: u16,
@@ -145,76 +146,75 @@ fn start_tasks(
     metrics: &Arc<Metrics>,
 ) -> Result<(Tasks, Vec<(Task, LoadReport)>), StartupError> {
     let device = predictors::device(settings.runtime.device);
-    let location = |model: &crate::configuration::ModelSettings| ModelLocation {
+    let location = |model: &ModelSettings| ModelLocation {
         model: model.clone(),
         hub: settings.hub.clone(),
     };
-    let shape = |model: &crate::configuration::ModelSettings| QueueShape {
+    let mut loads = Vec::new();
+    let completion = &settings.completion;
+    let qa = &settings.qa;
+    let translation = &settings.translation;
+    let tasks = Tasks {
+        completion: spawn::<CompletionPredictor>(
+            Task::Completion,
+            &completion.model,
+            || CompletionConfig {
+                location: location(&completion.model),
+                device,
+                max_prompt_tokens: completion.max_prompt_tokens,
+                metrics: metrics.clone(),
+            },
+            metrics,
+            &mut loads,
+        )?,
+        qa: spawn::<QaPredictor>(
+            Task::QuestionAnswering,
+            &qa.model,
+            || QaConfig {
+                location: location(&qa.model),
+                device,
+                settings: qa.clone(),
+            },
+            metrics,
+            &mut loads,
+        )?,
+        translation: spawn::<TranslationPredictor>(
+            Task::Translation,
+            &translation.model,
+            || TranslationModelConfig {
+                location: location(&translation.model),
+                device,
+                settings: translation.clone(),
+            },
+            metrics,
+            &mut loads,
+        )?,
+    };
+    Ok((tasks, loads))
+}
+
+/// Starts the worker of an enabled task; `None` for a disabled one.
+fn spawn<P: Predictor + 'static>(
+    task: Task,
+    model: &ModelSettings,
+    config: impl FnOnce() -> P::Config,
+    metrics: &Arc<Metrics>,
+    loads: &mut Vec<(Task, LoadReport)>,
+) -> Result<Option<HandleOf<P>>, StartupError> {
+    if !model.enabled {
+        return Ok(None);
+    }
+    let shape = QueueShape {
         queue_size: model.queue_size,
         max_batch_size: model.max_batch_size,
     };
-    let worker_error = |task: Task| {
-        move |error: std::io::Error| StartupError::Worker {
-            task,
-            detail: error.to_string(),
-        }
-    };
-    let mut tasks = Tasks::default();
-    let mut loads = Vec::new();
-
-    let completion = &settings.completion;
-    if completion.model.enabled {
-        let config = CompletionConfig {
-            location: location(&completion.model),
-            device,
-            max_prompt_tokens: completion.max_prompt_tokens,
-            metrics: metrics.clone(),
-        };
-        let (handle, load) = TaskHandle::spawn::<CompletionPredictor>(
-            Task::Completion,
-            config,
-            shape(&completion.model),
-            metrics.clone(),
-        )
-        .map_err(worker_error(Task::Completion))?;
-        tasks.completion = Some(handle);
-        loads.push((Task::Completion, load));
-    }
-
-    let qa = &settings.qa;
-    if qa.model.enabled {
-        let config = QaConfig {
-            location: location(&qa.model),
-            device,
-            settings: qa.clone(),
-        };
-        let (handle, load) = TaskHandle::spawn::<QaPredictor>(
-            Task::QuestionAnswering,
-            config,
-            shape(&qa.model),
-            metrics.clone(),
-        )
-        .map_err(worker_error(Task::QuestionAnswering))?;
-        tasks.qa = Some(handle);
-        loads.push((Task::QuestionAnswering, load));
-    }
-
-    let translation = &settings.translation;
-    if translation.model.enabled {
-        let config = TranslationModelConfig {
-            location: location(&translation.model),
-            device,
-            settings: translation.clone(),
-        };
-        let (handle, load) = TaskHandle::spawn::<TranslationPredictor>(
-            Task::Translation,
-            config,
-            shape(&translation.model),
-            metrics.clone(),
-        )
-        .map_err(worker_error(Task::Translation))?;
-        tasks.translation = Some(handle);
-        loads.push((Task::Translation, load));
-    }
-    Ok((tasks, loads))
+    let (handle, load) =
+        TaskHandle::spawn::<P>(task, config(), shape, metrics.clone()).map_err(|error| {
+            StartupError::Worker {
+                task,
+                detail: error.to_string(),
+            }
+        })?;
+    loads.push((task, load));
+    Ok(Some(handle))
 }

@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod qa;
 pub mod translate;
 
-use actix_web::web;
+use actix_web::{web, Resource, Route};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -17,36 +17,19 @@ use crate::api::openapi::ApiDoc;
 /// Registers every route; unknown paths and methods get JSON 404/405.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(
-            web::resource("/complete")
-                .route(web::post().to(complete::complete))
-                .default_service(web::to(fallback::method_not_allowed)),
-        )
-        .service(
-            web::resource("/qa")
-                .route(web::post().to(qa::answer))
-                .default_service(web::to(fallback::method_not_allowed)),
-        )
-        .service(
-            web::resource("/translate")
-                .route(web::post().to(translate::translate))
-                .default_service(web::to(fallback::method_not_allowed)),
-        )
-        .service(
-            web::resource("/health")
-                .route(web::get().to(health::health))
-                .default_service(web::to(fallback::method_not_allowed)),
-        )
-        .service(
-            web::resource("/ready")
-                .route(web::get().to(health::ready))
-                .default_service(web::to(fallback::method_not_allowed)),
-        )
-        .service(
-            web::resource("/metrics")
-                .route(web::get().to(metrics::metrics))
-                .default_service(web::to(fallback::method_not_allowed)),
-        )
+        .service(resource("/complete", web::post().to(complete::complete)))
+        .service(resource("/qa", web::post().to(qa::answer)))
+        .service(resource("/translate", web::post().to(translate::translate)))
+        .service(resource("/health", web::get().to(health::health)))
+        .service(resource("/ready", web::get().to(health::ready)))
+        .service(resource("/metrics", web::get().to(metrics::metrics)))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()))
         .default_service(web::to(fallback::not_found));
+}
+
+/// A path served by one route; other methods on it get 405.
+fn resource(path: &str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(fallback::method_not_allowed))
 }
