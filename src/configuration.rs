@@ -112,6 +112,7 @@ pub struct TranslationSettings {
     #[serde(flatten)]
     pub model: ModelSettings,
     pub num_beams: i64,
+    pub min_output_tokens: i64,
     pub max_output_tokens: i64,
     pub sentence_batch_size: usize,
     pub max_texts: usize,
@@ -202,6 +203,9 @@ impl Settings {
         }
         if self.completion.default_max_new_tokens > self.completion.max_new_tokens {
             return bad("completion.default_max_new_tokens exceeds completion.max_new_tokens");
+        }
+        if self.translation.min_output_tokens > self.translation.max_output_tokens {
+            return bad("translation.min_output_tokens exceeds translation.max_output_tokens");
         }
         if self.qa.doc_stride >= self.qa.max_seq_length {
             return bad("qa.doc_stride must be smaller than qa.max_seq_length");

@@ -110,6 +110,12 @@ pub fn completion(
             settings.max_new_tokens as f64,
         )? as usize,
     };
+    let min_new_tokens = match request.min_new_tokens {
+        None => 0,
+        Some(value) => {
+            in_range("min_new_tokens", value as f64, 0.0, max_new_tokens as f64)? as usize
+        }
+    };
     let temperature = in_range("temperature", request.temperature.unwrap_or(1.0), 0.0, 5.0)?;
     let top_p = request.top_p.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
@@ -159,6 +165,7 @@ pub fn completion(
     Ok(CompletionJob {
         prompt: request.prompt.clone(),
         max_new_tokens,
+        min_new_tokens,
         temperature,
         top_p,
         top_k,

@@ -21,6 +21,9 @@ pub struct CompleteRequest {
     /// How many tokens to generate at most (default and cap set by the server).
     #[schema(minimum = 1)]
     pub max_new_tokens: Option<u32>,
+    /// Generate at least this many tokens before the end-of-text token may end the text
+    /// (default 0; at most `max_new_tokens`). Benchmarks use it for fixed-length output.
+    pub min_new_tokens: Option<u32>,
     /// Sampling temperature, 0 to 5; 0 means greedy (deterministic) decoding. Default 1.
     #[schema(minimum = 0.0, maximum = 5.0)]
     pub temperature: Option<f64>,

@@ -35,6 +35,8 @@ pub struct CompletionConfig {
 pub struct CompletionJob {
     pub prompt: String,
     pub max_new_tokens: usize,
+    /// The end-of-text token is banned until this many tokens exist.
+    pub min_new_tokens: usize,
     /// 0 means greedy decoding.
     pub temperature: f64,
     pub top_p: f64,
@@ -156,7 +158,8 @@ impl CompletionPredictor {
         tch::manual_seed(seed as i64);
         let sampling = job.temperature > 0.0;
         let options = GenerateOptions {
-            min_length: Some(0),
+            // rust-bert counts min_length over prompt and output together.
+            min_length: Some((prompt_ids.len() + job.min_new_tokens) as i64),
             max_new_tokens: Some(job.max_new_tokens as i64),
             early_stopping: Some(false),
             num_return_sequences: Some(job.num_return_sequences as i64),
@@ -271,6 +274,7 @@ mod tests {
         CompletionJob {
             prompt: "p".into(),
             max_new_tokens: 8,
+            min_new_tokens: 0,
             temperature: 0.0,
             top_p: 1.0,
             top_k: 0,

@@ -63,6 +63,7 @@ impl Predictor for TranslationPredictor {
         );
         translation_config.num_beams = settings.num_beams.max(1);
         translation_config.max_length = Some(settings.max_output_tokens.max(1));
+        translation_config.min_length = settings.min_output_tokens.max(0);
         translation_config.early_stopping = true;
         let model =
             TranslationModel::new(translation_config).map_err(|e| model_error(&files.source, e))?;

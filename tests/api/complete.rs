@@ -122,3 +122,12 @@ fn stop_at_sentence_end_trims_to_the_last_complete_sentence() {
         "no sample ended mid-sentence after a sentence end; pick other seeds"
     );
 }
+
+#[test]
+fn min_new_tokens_gives_fixed_length_output() {
+    let response = complete(
+        json!({"prompt": "Fixed", "max_new_tokens": 9, "min_new_tokens": 9, "temperature": 0}),
+    );
+    assert_eq!(response["usage"]["completion_tokens"], 9);
+    assert_eq!(response["completions"][0]["finish_reason"], "length");
+}
