@@ -295,7 +295,7 @@ def run(args):
         "machine": machine_description(),
         "limits": limits,
         "inputs": {k: v for k, v in inputs.items() if k.endswith("_tokens") or k.endswith("_words")},
-        "idle_rss_mb": idle,
+        "load_peak_rss_mb": idle,
         "versions": versions(args.binary),
         "results": results,
         "physical": physical(results, limits),
@@ -377,7 +377,11 @@ def write_report(out, summary):
             tokens=entry["tokens_per_s"] if entry["tokens_per_s"] is not None else "",
             r1=entry.get("ratio_p50", ""), r2=entry.get("ratio_requests_per_s", ""), **entry))
     lines += ["", "Ratios are nlp-serve / baseline: below 1 is better for p50, above 1 is better for req/s.", "",
-              "![p50 latency and throughput](latency.png)", "", "## The machine's limits", "",
+              "![p50 latency and throughput](latency.png)", "",
+              "Peak resident memory while loading the three models: " + ", ".join(
+                  f"{k} {round(v)} MB" for k, v in summary["load_peak_rss_mb"].items()) + ".", "",
+              "Where the time goes, and what to change: [analysis.md](analysis.md) (written by hand "
+              "from this run and a profile).", "", "## The machine's limits", "",
               f"Memory bandwidth (copy): {summary['limits']['memory_bandwidth_gb_s']} GB/s; "
               f"fp32 matmul: {summary['limits']['matmul_fp32_gflop_s']} GFLOP/s.", ""]
     for key, value in summary["physical"].items():
