@@ -342,8 +342,15 @@ def physical(results, limits):
     # distilbert: 6 layers x (4 d^2 + 2 d ff) multiply-adds per token, plus attention.
     d, ff, seq = 768, 3072, 384
     window_flops = 2 * 6 * (seq * (4 * d * d + 2 * d * ff) + 2 * seq * seq * d)
+    # opus-mt-en-de, one 26-word sentence (~35 source tokens), 40 new tokens, 4 beams:
+    # encoder 6 x (4 d^2 + 2 d ff) per source token; decoder 6 x (8 d^2 + 2 d ff)
+    # plus the 512 x 58,101 output projection per generated token and beam.
+    md, mff, src, new, beams = 512, 2048, 35, TRANSLATION_NEW_TOKENS, 4
+    sentence_flops = 2 * (src * 6 * (4 * md * md + 2 * md * mff)
+                          + new * beams * (6 * (8 * md * md + 2 * md * mff) + md * 58101))
     out = {"distilgpt2_bytes_per_token": gpt2_weights, "decode_bound_ms_per_token": round(token_bound_ms, 2),
-           "qa_window_gflop": round(window_flops / 1e9, 1)}
+           "qa_window_gflop": round(window_flops / 1e9, 1),
+           "translation_sentence_gflop": round(sentence_flops / 1e9, 1)}
     for side in ("nlp-serve", "baseline"):
         playground = find("playground", side)
         if playground:
@@ -354,6 +361,10 @@ def physical(results, limits):
         if qa:
             bound_ms = window_flops / flops * 1000
             out[f"{side}_qa_fraction_of_compute_bound"] = round(bound_ms / qa["p50_ms"], 3)
+        sentence = find("translate_sentence", side)
+        if sentence:
+            bound_ms = sentence_flops / flops * 1000
+            out[f"{side}_translation_fraction_of_compute_bound"] = round(bound_ms / sentence["p50_ms"], 3)
     return out
 
 
