@@ -31,7 +31,10 @@ const INIT_STD: f64 = 0.02;
 /// their outputs depend more visibly on their inputs.
 fn init_weights(vs: &nn::VarStore) {
     tch::no_grad(|| {
-        for (name, mut tensor) in vs.variables() {
+        // variables() is a HashMap: sort, so the seed gives the same weights every run.
+        let mut variables: Vec<_> = vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut tensor) in variables {
             let norm = ["ln_", "layer_norm", "LayerNorm"]
                 .iter()
                 .any(|part| name.contains(part));
