@@ -151,7 +151,7 @@ def machine_limits(threads):
             "torch_version_for_microbenchmark": torch.__version__, "threads": threads}
 
 
-def build_inputs(models, smoke):
+def build_inputs(models):
     """Prompts and contexts of the token lengths the scenarios name."""
     from transformers import AutoTokenizer
     document = DOCUMENT.read_text(encoding="utf-8")
@@ -238,7 +238,7 @@ def run(args):
     write_service_config(config, models, args.threads)
     print("measuring the machine", flush=True)
     limits = machine_limits(args.threads)
-    inputs = build_inputs(models, args.smoke)
+    inputs = build_inputs(models)
     ours_port, base_port = free_port(), free_port()
     ours = Server("nlp-serve", [str(args.binary), "--config", str(config)],
                   {"PORT": str(ours_port)}, ours_port, logs)
@@ -253,7 +253,7 @@ def run(args):
     try:
         ours.wait_ready("/ready")
         baseline.wait_ready("/docs")
-        idle = {"nlp-serve": ours.peak_memory_mb(), "baseline": baseline.peak_memory_mb()}
+        load_peak = {"nlp-serve": ours.peak_memory_mb(), "baseline": baseline.peak_memory_mb()}
         for index, (name, path, body, runs, new_tokens) in enumerate(scenarios(inputs, args.smoke)):
             sides = [ours, baseline] if index % 2 == 0 else [baseline, ours]
             for server in sides:
@@ -295,7 +295,7 @@ def run(args):
         "machine": machine_description(),
         "limits": limits,
         "inputs": {k: v for k, v in inputs.items() if k.endswith("_tokens") or k.endswith("_words")},
-        "load_peak_rss_mb": idle,
+        "load_peak_rss_mb": load_peak,
         "versions": versions(args.binary),
         "results": results,
         "physical": physical(results, limits),

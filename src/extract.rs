@@ -22,13 +22,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        // startup.rs always registers the configured limit; the fallback only
+        // serves an App built without it.
         let limit = request
             .app_data::<BodyLimit>()
-            .or_else(|| {
-                request
-                    .app_data::<web::Data<BodyLimit>>()
-                    .map(|data| data.get_ref())
-            })
             .map_or(256 * 1024, |limit| limit.0);
         let declared = request
             .headers()
