@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::generation::linear::Precision;
+
 /// The defaults, documented in place.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -77,6 +79,7 @@ pub struct ModelSettings {
     pub revision: String,
     pub queue_size: usize,
     pub max_batch_size: usize,
+    pub max_batch_wait_ms: u64,
 }
 
 // No deny_unknown_fields: serde does not support it together with flatten.
@@ -84,6 +87,8 @@ pub struct ModelSettings {
 pub struct CompletionSettings {
     #[serde(flatten)]
     pub model: ModelSettings,
+    pub precision: Precision,
+    pub max_batch_tokens: usize,
     pub max_prompt_tokens: usize,
     pub default_max_new_tokens: usize,
     pub max_new_tokens: usize,

@@ -27,6 +27,8 @@ pub enum ApiError {
     NotReady { task: Task, reason: &'static str },
     #[error("{0}")]
     Inference(String),
+    #[error("the request's deadline (x-timeout-ms) passed before the model could answer")]
+    DeadlineExceeded,
 }
 
 impl ApiError {
@@ -40,6 +42,7 @@ impl ApiError {
             ApiError::QueueFull { .. } => "queue_full",
             ApiError::NotReady { .. } => "model_not_ready",
             ApiError::Inference(_) => "inference_error",
+            ApiError::DeadlineExceeded => "deadline_exceeded",
         }
     }
 
@@ -62,6 +65,7 @@ impl ResponseError for ApiError {
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -70,10 +74,16 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::QueueFull { .. } | ApiError::NotReady { .. }) {
             response.insert_header((RETRY_AFTER, HeaderValue::from_static("1")));
         }
-        response.json(ErrorResponse {
-            error: self.to_string(),
-            kind: self.kind().to_string(),
-        })
+        response.json(ErrorResponse::from(self))
+    }
+}
+
+impl From<&ApiError> for ErrorResponse {
+    fn from(error: &ApiError) -> Self {
+        ErrorResponse {
+            error: error.to_string(),
+            kind: error.kind().to_string(),
+        }
     }
 }
 
@@ -98,6 +108,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::Predict(PredictError::Invalid { field, message }) => {
                 ApiError::Invalid(format!("{field}: {message}"))
             }
+            SubmitError::Predict(PredictError::DeadlineExceeded) => ApiError::DeadlineExceeded,
             SubmitError::Predict(PredictError::Failed(message)) => {
                 tracing::error!("inference failed: {message}");
                 ApiError::Inference(format!("the model failed on this request: {message}"))

@@ -10,6 +10,7 @@ pub mod configuration;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod generation;
 pub mod metrics;
 pub mod middleware;
 pub mod model_source;

@@ -27,6 +27,8 @@ pub struct Metrics {
     generated_tokens: IntCounterVec,
     model_load: GaugeVec,
     model_ready: IntGaugeVec,
+    active_sequences: IntGaugeVec,
+    abandoned_requests: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -70,13 +72,13 @@ impl Metrics {
             ),
             inference_duration: histogram(
                 "inference_duration_seconds",
-                "Time of one predict call over a batch, by task.",
+                "Time of one predict call over a batch (for completion: one request from admission to its last token), by task.",
                 &LATENCY_BUCKETS,
                 &["task"],
             ),
             batch_size: histogram(
                 "batch_size",
-                "Requests per predict call, by task.",
+                "Requests per predict call (for completion: sequences per decoding step), by task.",
                 &BATCH_BUCKETS,
                 &["task"],
             ),
@@ -106,6 +108,22 @@ impl Metrics {
                 &["task"],
             )
             .expect("metric definition is valid"),
+            active_sequences: IntGaugeVec::new(
+                Opts::new(
+                    "active_sequences",
+                    "Sequences in the running generation batch, by task.",
+                ),
+                &["task"],
+            )
+            .expect("metric definition is valid"),
+            abandoned_requests: IntCounterVec::new(
+                Opts::new(
+                    "abandoned_requests_total",
+                    "Requests whose work stopped early, by task and reason (disconnected, deadline).",
+                ),
+                &["task", "reason"],
+            )
+            .expect("metric definition is valid"),
             registry,
         };
         metrics.register_all();
@@ -114,12 +132,16 @@ impl Metrics {
             metrics.queue_depth(task).set(0);
             metrics.model_ready.with_label_values(&[task.name()]).set(0);
             let _ = metrics.generated_tokens.with_label_values(&[task.name()]);
+            metrics.active_sequences(task).set(0);
+            for reason in ["disconnected", "deadline"] {
+                let _ = metrics.abandoned(task, reason);
+            }
         }
         metrics
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.request_duration.clone()),
@@ -130,6 +152,8 @@ impl Metrics {
             Box::new(self.generated_tokens.clone()),
             Box::new(self.model_load.clone()),
             Box::new(self.model_ready.clone()),
+            Box::new(self.active_sequences.clone()),
+            Box::new(self.abandoned_requests.clone()),
         ];
         for collector in collectors {
             self.registry
@@ -169,6 +193,16 @@ impl Metrics {
 
     pub fn generated_tokens(&self, task: Task) -> IntCounter {
         self.generated_tokens.with_label_values(&[task.name()])
+    }
+
+    pub fn active_sequences(&self, task: Task) -> IntGauge {
+        self.active_sequences.with_label_values(&[task.name()])
+    }
+
+    /// Counts a request whose work stopped early: "disconnected" or "deadline".
+    pub fn abandoned(&self, task: Task, reason: &str) -> IntCounter {
+        self.abandoned_requests
+            .with_label_values(&[task.name(), reason])
     }
 
     pub fn model_loaded(&self, task: Task, elapsed: Duration) {

@@ -10,16 +10,16 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use tokio::sync::oneshot;
 use tracing_actix_web::TracingLogger;
 
 use crate::configuration::{ModelSettings, Settings};
-use crate::engine::worker::QueueShape;
-use crate::engine::{LoadError, Predictor, Task, TaskHandle};
+use crate::engine::{worker, BatchShape, LoadError, LoadReport, Predictor, Task, TaskHandle};
 use crate::extract::BodyLimit;
+use crate::generation::scheduler::BatchLimits;
+use crate::generation::{self, GenerationHandle};
 use crate::metrics::Metrics;
 use crate::model_source::ModelLocation;
-use crate::predictors::completion::{CompletionConfig, CompletionPredictor};
+use crate::predictors::completion::CompletionConfig;
 use crate::predictors::question_answering::{QaConfig, QaPredictor};
 use crate::predictors::translation::{TranslationModelConfig, TranslationPredictor};
 use crate::predictors::{self};
@@ -41,7 +41,6 @@ pub enum StartupError {
     Server(#[from] std::io::Error),
 }
 
-type LoadReport = oneshot::Receiver<Result<Duration, LoadError>>;
 type HandleOf<P> = TaskHandle<<P as Predictor>::Request, <P as Predictor>::Output>;
 
 pub struct Application {
@@ -52,9 +51,7 @@ pub struct Application {
 
 impl Application {
     pub fn build(settings: Settings) -> Result<Application, StartupError> {
-        if settings.runtime.torch_threads > 0 {
-            tch::set_num_threads(settings.runtime.torch_threads);
-        }
+        worker::set_torch_threads(settings.runtime.torch_threads);
         let metrics = Arc::new(Metrics::new());
         let reference = read_reference(&settings.qa.reference_document)?;
         let (tasks, loads) = start_tasks(&settings, &metrics)?;
@@ -151,22 +148,10 @@ fn start_tasks(
         hub: settings.hub.clone(),
     };
     let mut loads = Vec::new();
-    let completion = &settings.completion;
     let qa = &settings.qa;
     let translation = &settings.translation;
     let tasks = Tasks {
-        completion: spawn::<CompletionPredictor>(
-            Task::Completion,
-            &completion.model,
-            || CompletionConfig {
-                location: location(&completion.model),
-                device,
-                max_prompt_tokens: completion.max_prompt_tokens,
-                metrics: metrics.clone(),
-            },
-            metrics,
-            &mut loads,
-        )?,
+        completion: start_generation(settings, device, metrics, &mut loads)?,
         qa: spawn::<QaPredictor>(
             Task::QuestionAnswering,
             &qa.model,
@@ -193,6 +178,40 @@ fn start_tasks(
     Ok((tasks, loads))
 }
 
+fn start_generation(
+    settings: &Settings,
+    device: tch::Device,
+    metrics: &Arc<Metrics>,
+    loads: &mut Vec<(Task, LoadReport)>,
+) -> Result<Option<GenerationHandle>, StartupError> {
+    let completion = &settings.completion;
+    if !completion.model.enabled {
+        return Ok(None);
+    }
+    let config = CompletionConfig {
+        location: ModelLocation {
+            model: completion.model.clone(),
+            hub: settings.hub.clone(),
+        },
+        device,
+        precision: completion.precision,
+        max_prompt_tokens: completion.max_prompt_tokens,
+    };
+    let limits = BatchLimits {
+        max_sequences: completion.model.max_batch_size.max(1),
+        max_tokens: completion.max_batch_tokens,
+    };
+    let (handle, load) =
+        generation::spawn(config, completion.model.queue_size, limits, metrics.clone()).map_err(
+            |error| StartupError::Worker {
+                task: Task::Completion,
+                detail: error.to_string(),
+            },
+        )?;
+    loads.push((Task::Completion, load));
+    Ok(Some(handle))
+}
+
 /// Starts the worker of an enabled task; `None` for a disabled one.
 fn spawn<P: Predictor + 'static>(
     task: Task,
@@ -204,17 +223,16 @@ fn spawn<P: Predictor + 'static>(
     if !model.enabled {
         return Ok(None);
     }
-    let shape = QueueShape {
-        queue_size: model.queue_size,
-        max_batch_size: model.max_batch_size,
+    let shape = BatchShape {
+        max_batch_size: model.max_batch_size.max(1),
+        max_wait: Duration::from_millis(model.max_batch_wait_ms),
     };
     let (handle, load) =
-        TaskHandle::spawn::<P>(task, config(), shape, metrics.clone()).map_err(|error| {
-            StartupError::Worker {
+        TaskHandle::spawn_predictor::<P>(task, config(), model.queue_size, shape, metrics.clone())
+            .map_err(|error| StartupError::Worker {
                 task,
                 detail: error.to_string(),
-            }
-        })?;
+            })?;
     loads.push((task, load));
     Ok(Some(handle))
 }

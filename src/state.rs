@@ -7,19 +7,18 @@ use crate::api::health::ModelState;
 use crate::configuration::Settings;
 use crate::engine::{Task, TaskHandle};
 use crate::error::ApiError;
+use crate::generation::GenerationHandle;
 use crate::metrics::Metrics;
-use crate::predictors::completion::{CompletionJob, CompletionOutput};
 use crate::predictors::question_answering::{AnswerSpan, QaJob};
 use crate::predictors::translation::TranslationJob;
 
-pub type CompletionHandle = TaskHandle<CompletionJob, CompletionOutput>;
 pub type QaHandle = TaskHandle<QaJob, Vec<AnswerSpan>>;
 pub type TranslationHandle = TaskHandle<TranslationJob, Vec<String>>;
 
 /// The task handles; `None` for a task disabled in configuration.
 #[derive(Clone, Default)]
 pub struct Tasks {
-    pub completion: Option<CompletionHandle>,
+    pub completion: Option<GenerationHandle>,
     pub qa: Option<QaHandle>,
     pub translation: Option<TranslationHandle>,
 }
@@ -51,7 +50,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn completion(&self) -> Result<&CompletionHandle, ApiError> {
+    pub fn completion(&self) -> Result<&GenerationHandle, ApiError> {
         self.tasks
             .completion
             .as_ref()

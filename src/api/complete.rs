@@ -45,6 +45,21 @@ pub struct CompleteRequest {
     /// Trim each completion to its last complete sentence.
     #[serde(default)]
     pub stop_at_sentence_end: bool,
+    /// Answer with Server-Sent Events instead of one JSON body: a `token` event
+    /// (`StreamToken`) whenever text is settled, then one `done` event holding the
+    /// whole `CompleteResponse` (or an `error` event holding an `ErrorResponse`).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// Data of a `token` event of a streamed completion.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"index": 0, "text": " learning"})))]
+pub struct StreamToken {
+    /// Which completion the text belongs to (0 unless `num_return_sequences` > 1).
+    pub index: usize,
+    /// New text; the texts of one index add up to that completion's final text.
+    pub text: String,
 }
 
 /// Why a completion ended.
@@ -57,6 +72,8 @@ pub enum FinishReason {
     Eos,
     /// A stop sequence was found.
     Stop,
+    /// The request's deadline (`x-timeout-ms`) passed; the text is what was ready.
+    Deadline,
 }
 
 /// One generated continuation.

@@ -21,6 +21,7 @@ use super::{complete, error, health, qa, translate};
     ),
     components(schemas(
         complete::CompleteRequest,
+        complete::StreamToken,
         complete::CompleteResponse,
         complete::Completion,
         complete::FinishReason,

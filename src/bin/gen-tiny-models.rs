@@ -26,7 +26,7 @@ const INIT_STD: f64 = 0.02;
 /// weights with a small spread, zero biases, unit layer norms. (rust-bert's
 /// constructors use libtorch defaults, e.g. N(0, 1) embeddings, which make a
 /// random model's output distribution extremely peaked.) Fixed sinusoidal
-/// position tables are kept. Used for GPT-2, so that sampling explores the
+/// position tables and causal masks are kept. Used for GPT-2, so that sampling explores the
 /// vocabulary; DistilBERT and Marian keep libtorch's defaults, under which
 /// their outputs depend more visibly on their inputs.
 fn init_weights(vs: &nn::VarStore) {
@@ -38,7 +38,9 @@ fn init_weights(vs: &nn::VarStore) {
             let norm = ["ln_", "layer_norm", "LayerNorm"]
                 .iter()
                 .any(|part| name.contains(part));
-            if name.contains("embed_positions") {
+            // Fixed tables: sinusoidal positions, and GPT-2's causal mask
+            // (a variable named "attn.bias" that must stay lower-triangular).
+            if name.contains("embed_positions") || name.ends_with("attn.bias") {
                 continue;
             } else if name.ends_with("bias") {
                 let _ = tensor.zero_();

@@ -1,11 +1,14 @@
-//! The serving engine: the `Predictor` trait that every model implements, and
-//! the worker that owns a predictor on its own thread behind a bounded queue.
-//! HTTP code talks to models only through a `TaskHandle`.
+//! The serving engine: the `Predictor` trait that every one-shot model
+//! implements, the worker that owns a model on its own thread behind a
+//! bounded queue, and dynamic batching over that queue. HTTP code talks to
+//! models only through worker handles.
 
+pub mod batching;
 pub mod predictor;
 pub mod task;
 pub mod worker;
 
+pub use batching::{Answered, BatchShape, TaskHandle};
 pub use predictor::{LoadError, PredictError, Predictor};
 pub use task::Task;
-pub use worker::{SubmitError, TaskHandle};
+pub use worker::{LoadReport, SubmitError, Timing, Worker};

@@ -59,4 +59,7 @@ pub enum PredictError {
     /// The model failed; the request itself may be fine.
     #[error("inference failed: {0}")]
     Failed(String),
+    /// The request's deadline passed before the model got to it.
+    #[error("the request's deadline passed before the model could answer")]
+    DeadlineExceeded,
 }

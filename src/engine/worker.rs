@@ -1,13 +1,13 @@
-//! A predictor on its own thread, reached through a bounded queue.
+//! A model on its own thread, reached through a bounded queue.
 //!
-//! `TaskHandle::submit` enqueues a request with a oneshot reply channel and
-//! fails at once when the queue is full. The worker thread takes up to
-//! `max_batch_size` waiting requests, skips those whose caller is gone, and
-//! hands the rest to the predictor in one call. A panic inside the model is
-//! caught and answered as an error, so no caller ever waits forever.
+//! `Worker::spawn` starts a thread that loads the model and then runs a serve
+//! loop over the queue's receiving end; `Worker::enqueue` fails at once when
+//! the queue is full. What a job is and how the loop batches jobs is up to
+//! the caller: `engine::batching` for one-shot predictors, and
+//! `generation::scheduler` for token-by-token generation.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
@@ -15,17 +15,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{LoadError, PredictError, Predictor, Task};
+use super::{LoadError, PredictError, Task};
 use crate::api::health::ModelState;
 use crate::metrics::Metrics;
-
-type Reply<O> = oneshot::Sender<Result<O, PredictError>>;
-
-struct Job<R, O> {
-    request: R,
-    reply: Reply<O>,
-    enqueued: Instant,
-}
 
 /// Why a submitted request got no answer from the model.
 #[derive(Debug, thiserror::Error)]
@@ -44,15 +36,48 @@ const LOADING: u8 = 0;
 const READY: u8 = 1;
 const FAILED: u8 = 2;
 
-/// The caller's side of a worker: cheap to clone, shared by HTTP workers.
-pub struct TaskHandle<R, O> {
-    task: Task,
-    sender: SyncSender<Job<R, O>>,
-    state: Arc<AtomicU8>,
-    metrics: Arc<Metrics>,
+/// libtorch intra-op threads for model threads; 0 keeps libtorch's default.
+static TORCH_THREADS: AtomicI32 = AtomicI32::new(0);
+
+/// Sets the intra-op thread count every worker started later applies to
+/// itself (the setting is per thread under OpenMP).
+pub fn set_torch_threads(threads: i32) {
+    TORCH_THREADS.store(threads, Ordering::SeqCst);
+    if threads > 0 {
+        tch::set_num_threads(threads);
+    }
 }
 
-impl<R, O> Clone for TaskHandle<R, O> {
+/// When a request was queued and when its answer stops being useful.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub enqueued: Instant,
+    pub deadline: Option<Instant>,
+}
+
+impl Timing {
+    pub fn new(timeout: Option<Duration>) -> Timing {
+        let enqueued = Instant::now();
+        Timing {
+            enqueued,
+            deadline: timeout.map(|timeout| enqueued + timeout),
+        }
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|deadline| now >= deadline)
+    }
+}
+
+/// The caller's side of a worker: cheap to clone, shared by HTTP workers.
+pub struct Worker<J> {
+    pub task: Task,
+    sender: SyncSender<J>,
+    state: Arc<AtomicU8>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<J> Clone for Worker<J> {
     fn clone(&self) -> Self {
         Self {
             task: self.task,
@@ -63,29 +88,27 @@ impl<R, O> Clone for TaskHandle<R, O> {
     }
 }
 
-/// How a worker's queue is shaped.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueShape {
-    pub queue_size: usize,
-    pub max_batch_size: usize,
-}
+/// The load result and time, reported once by a starting worker.
+pub type LoadReport = oneshot::Receiver<Result<Duration, LoadError>>;
 
-impl<R: Send + 'static, O: Send + 'static> TaskHandle<R, O> {
-    /// Starts the worker thread, which loads the model with `P::init`. The
-    /// returned receiver reports the load result and time.
-    pub fn spawn<P>(
+impl<J: Send + 'static> Worker<J> {
+    /// Starts the worker thread: `load` runs on it, then `serve` gets the
+    /// loaded model and the queue until every sender is gone.
+    pub fn spawn<M, L, S>(
         task: Task,
-        config: P::Config,
-        shape: QueueShape,
+        queue_size: usize,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Self, oneshot::Receiver<Result<Duration, LoadError>>)>
+        load: L,
+        serve: S,
+    ) -> std::io::Result<(Self, LoadReport)>
     where
-        P: Predictor<Request = R, Output = O> + 'static,
+        L: FnOnce() -> Result<M, LoadError> + Send + 'static,
+        S: FnOnce(M, Receiver<J>) + Send + 'static,
     {
-        let (sender, receiver) = mpsc::sync_channel(shape.queue_size);
+        let (sender, receiver) = mpsc::sync_channel(queue_size);
         let (loaded_tx, loaded_rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(LOADING));
-        let handle = TaskHandle {
+        let worker = Worker {
             task,
             sender,
             state: state.clone(),
@@ -94,19 +117,20 @@ impl<R: Send + 'static, O: Send + 'static> TaskHandle<R, O> {
         thread::Builder::new()
             .name(format!("predictor-{task}"))
             .spawn(move || {
+                let threads = TORCH_THREADS.load(Ordering::SeqCst);
+                if threads > 0 {
+                    tch::set_num_threads(threads);
+                }
                 let started = Instant::now();
-                let loaded = catch_unwind(AssertUnwindSafe(|| P::init(config)))
+                let loaded = catch_unwind(AssertUnwindSafe(load))
                     .unwrap_or_else(|panic| Err(LoadError::Io(panic_message(&panic))));
                 match loaded {
-                    Ok(predictor) => {
+                    Ok(model) => {
                         let elapsed = started.elapsed();
                         metrics.model_loaded(task, elapsed);
                         state.store(READY, Ordering::SeqCst);
                         let _ = loaded_tx.send(Ok(elapsed));
-                        let predictor: Box<
-                            dyn Predictor<Config = P::Config, Request = R, Output = O>,
-                        > = Box::new(predictor);
-                        serve(task, predictor, receiver, shape, &metrics);
+                        serve(model, receiver);
                     }
                     Err(error) => {
                         state.store(FAILED, Ordering::SeqCst);
@@ -114,7 +138,7 @@ impl<R: Send + 'static, O: Send + 'static> TaskHandle<R, O> {
                     }
                 }
             })?;
-        Ok((handle, loaded_rx))
+        Ok((worker, loaded_rx))
     }
 
     pub fn state(&self) -> ModelState {
@@ -125,101 +149,31 @@ impl<R: Send + 'static, O: Send + 'static> TaskHandle<R, O> {
         }
     }
 
-    /// Queues `request` and waits for its answer.
-    pub async fn submit(&self, request: R) -> Result<O, SubmitError> {
+    /// Queues a job, or says at once why it cannot be queued.
+    pub fn enqueue(&self, job: J) -> Result<(), SubmitError> {
         if self.state() != ModelState::Ready {
             return Err(SubmitError::NotReady(self.task));
         }
-        let started = Instant::now();
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            request,
-            reply,
-            enqueued: started,
-        };
         match self.sender.try_send(job) {
-            Ok(()) => self.metrics.queue_depth(self.task).inc(),
-            Err(TrySendError::Full(_)) => return Err(SubmitError::QueueFull(self.task)),
-            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::WorkerGone(self.task)),
-        }
-        let result = answer
-            .await
-            .map_err(|_| SubmitError::WorkerGone(self.task))?;
-        self.metrics
-            .request_duration(self.task)
-            .observe(started.elapsed().as_secs_f64());
-        Ok(result?)
-    }
-}
-
-fn serve<R: Send + 'static, O: Send + 'static, C: Send + 'static>(
-    task: Task,
-    mut predictor: Box<dyn Predictor<Config = C, Request = R, Output = O>>,
-    receiver: Receiver<Job<R, O>>,
-    shape: QueueShape,
-    metrics: &Metrics,
-) {
-    while let Ok(first) = receiver.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < shape.max_batch_size {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+            Ok(()) => {
+                self.metrics.queue_depth(self.task).inc();
+                Ok(())
             }
-        }
-        metrics.queue_depth(task).sub(jobs.len() as i64);
-        // A caller that went away (client disconnected) costs no compute.
-        jobs.retain(|job| !job.reply.is_closed());
-        if jobs.is_empty() {
-            continue;
-        }
-        let batch_started = Instant::now();
-        let mut replies = Vec::with_capacity(jobs.len());
-        let mut requests = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            metrics
-                .queue_duration(task)
-                .observe(batch_started.duration_since(job.enqueued).as_secs_f64());
-            replies.push(job.reply);
-            requests.push(job.request);
-        }
-        let batch_size = requests.len();
-        metrics.batch_size(task).observe(batch_size as f64);
-        let results = catch_unwind(AssertUnwindSafe(|| predictor.predict(requests)));
-        metrics
-            .inference_duration(task)
-            .observe(batch_started.elapsed().as_secs_f64());
-        match results {
-            Ok(results) if results.len() == batch_size => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Ok(results) => {
-                let message = format!(
-                    "{task} predictor returned {} results for {batch_size} requests",
-                    results.len()
-                );
-                tracing::error!("{message}");
-                for reply in replies {
-                    let _ = reply.send(Err(PredictError::Failed(message.clone())));
-                }
-            }
-            Err(panic) => {
-                let message = panic_message(&panic);
-                tracing::error!(task = %task, "predictor panicked: {message}");
-                for reply in replies {
-                    let _ = reply.send(Err(PredictError::Failed(message.clone())));
-                }
-            }
+            Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull(self.task)),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::WorkerGone(self.task)),
         }
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
+/// The first line of a panic's message (libtorch errors append a backtrace).
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let message = panic
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "the model panicked".to_string())
+        .unwrap_or_else(|| "the model panicked".to_string());
+    match message.lines().next() {
+        Some(first) => first.to_string(),
+        None => message,
+    }
 }

@@ -6,6 +6,7 @@ pub mod fallback;
 pub mod health;
 pub mod metrics;
 pub mod qa;
+pub mod timing;
 pub mod translate;
 
 use actix_web::{web, Resource, Route};

@@ -1,11 +1,13 @@
 //! POST /qa
 
-use actix_web::web::{Data, Json};
+use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
 
 use crate::api::error::ErrorResponse;
 use crate::api::qa::{Answer, QaRequest, QaResponse};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::routes::timing::{insert_timing, request_timeout};
 use crate::state::AppState;
 use crate::validation;
 
@@ -15,30 +17,43 @@ use crate::validation;
     path = "/qa",
     tag = "question answering",
     request_body = QaRequest,
+    params(("x-timeout-ms" = Option<u64>, Header, description = "Deadline in milliseconds; past it the request is dropped with 504")),
     responses(
-        (status = 200, description = "Answers, best first", body = QaResponse),
+        (status = 200, description = "Answers, best first", body = QaResponse,
+            headers(("x-queue-time" = String, description = "Milliseconds spent queued"),
+                    ("x-inference-time" = String, description = "Milliseconds of the batch that answered"))),
         (status = 400, description = "Malformed JSON", body = ErrorResponse),
         (status = 413, description = "Body too large", body = ErrorResponse),
         (status = 422, description = "Invalid field", body = ErrorResponse),
         (status = 429, description = "Queue full", body = ErrorResponse),
         (status = 503, description = "Model not ready", body = ErrorResponse),
+        (status = 504, description = "Deadline passed", body = ErrorResponse),
     )
 )]
 pub async fn answer(
     state: Data<AppState>,
+    http: HttpRequest,
     JsonBody(request): JsonBody<QaRequest>,
-) -> Result<Json<QaResponse>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let job = validation::question_answering(&request, &state.settings.qa, &state.reference.text)?;
     let document = if request.context.is_some() {
         "request".to_string()
     } else {
         state.reference.name.clone()
     };
-    let answers = state.qa()?.submit(job).await?;
-    Ok(Json(QaResponse {
+    let timeout = request_timeout(&http)?;
+    let answered = state.qa()?.submit(job, timeout).await?;
+    let mut response = HttpResponse::Ok();
+    insert_timing(
+        &mut response,
+        answered.queue_time,
+        Some(answered.inference_time),
+    );
+    Ok(response.json(QaResponse {
         model: state.settings.qa.model.source.clone(),
         document,
-        answers: answers
+        answers: answered
+            .output
             .into_iter()
             .map(|span| Answer {
                 text: span.text,

@@ -1,4 +1,6 @@
-//! Pure text logic around the models: sentence boundaries and stop sequences.
+//! Pure text logic around the models: sentence boundaries, stop sequences
+//! and releasing generated text as it becomes final.
 
 pub mod sentences;
 pub mod stop;
+pub mod stream;

@@ -70,6 +70,16 @@ fn ends_sentence(text: &str) -> bool {
     body.ends_with(TERMINATORS) && !ends_with_abbreviation(body)
 }
 
+/// The byte offset just past the last sentence end that is followed by
+/// whitespace: text up to there stays a complete sentence however the text
+/// goes on.
+pub fn last_settled_sentence_end(text: &str) -> Option<usize> {
+    sentence_ends(text)
+        .into_iter()
+        .rev()
+        .find(|&end| text[end..].starts_with(char::is_whitespace))
+}
+
 /// Byte offsets just past each sentence end followed by whitespace (line
 /// breaks always end a sentence).
 fn sentence_ends(text: &str) -> Vec<usize> {

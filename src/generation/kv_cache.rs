@@ -1,0 +1,203 @@
+//! Keys and values of every sequence in a running batch, left-padded to a
+//! common length so one decoding step serves them all.
+//!
+//! Per layer, keys and values are [batch, heads, capacity, head_dim]; the
+//! first `len` columns are in use. Row `i` holds its sequence in columns
+//! `starts[i]..len`; the columns before are padding, masked out. A sequence
+//! joins with the cache of its own prefill and leaves at any step.
+
+use tch::{Device, Kind, Tensor};
+
+/// Extra columns allocated whenever the cache grows, so appending one token
+/// per step rarely reallocates.
+const GROWTH: i64 = 64;
+
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    starts: Vec<i64>,
+    len: i64,
+    capacity: i64,
+    heads: i64,
+    head_dim: i64,
+    device: Device,
+}
+
+impl KvCache {
+    pub fn new(layers: usize, heads: i64, head_dim: i64, device: Device) -> KvCache {
+        KvCache {
+            layers: (0..layers)
+                .map(|_| {
+                    (
+                        Self::empty(0, heads, 0, head_dim, device),
+                        Self::empty(0, heads, 0, head_dim, device),
+                    )
+                })
+                .collect(),
+            starts: Vec::new(),
+            len: 0,
+            capacity: 0,
+            heads,
+            head_dim,
+            device,
+        }
+    }
+
+    fn empty(rows: i64, heads: i64, columns: i64, head_dim: i64, device: Device) -> Tensor {
+        Tensor::zeros([rows, heads, columns, head_dim], (Kind::Float, device))
+    }
+
+    pub fn rows(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Columns in use, padding included.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Keys and values of `layer` over the columns in use and the one
+    /// written by `write_column` in this step.
+    pub fn layer_with_new_column(&self, layer: usize) -> (Tensor, Tensor) {
+        let (keys, values) = &self.layers[layer];
+        (
+            keys.narrow(2, 0, self.len + 1),
+            values.narrow(2, 0, self.len + 1),
+        )
+    }
+
+    /// Writes one new column for every row: `keys`/`values` are
+    /// [rows, heads, 1, head_dim]. Call `reserve_column` once per step first.
+    pub fn write_column(&mut self, layer: usize, keys: &Tensor, values: &Tensor) {
+        let (cached_keys, cached_values) = &mut self.layers[layer];
+        cached_keys.narrow(2, self.len, 1).copy_(keys);
+        cached_values.narrow(2, self.len, 1).copy_(values);
+    }
+
+    /// Makes room for one more column in every layer.
+    pub fn reserve_column(&mut self) {
+        if self.len == self.capacity {
+            self.reallocate(self.len + GROWTH, 0, &self.all_rows());
+        }
+    }
+
+    /// Counts the column written by `write_column` as in use.
+    pub fn commit_column(&mut self) {
+        self.len += 1;
+    }
+
+    /// Additive attention bias, [rows, 1, 1, len + extra]: 0 where a row has a
+    /// token, -inf on its padding. `extra` columns (the step being computed)
+    /// are always visible.
+    pub fn attention_bias(&self, extra: i64) -> Tensor {
+        let columns = Tensor::arange(self.len + extra, (Kind::Int64, self.device)).unsqueeze(0);
+        let starts = Tensor::from_slice(&self.starts)
+            .to_device(self.device)
+            .unsqueeze(1);
+        let padding = columns.lt_tensor(&starts);
+        Tensor::zeros(padding.size(), (Kind::Float, self.device))
+            .masked_fill(&padding, f64::NEG_INFINITY)
+            .view([self.starts.len() as i64, 1, 1, -1])
+    }
+
+    /// Adds the cache of one prefilled sequence (per layer, keys and values
+    /// of shape [1, heads, tokens, head_dim]) as a new last row, repeated
+    /// `copies` times (several completions of one prompt).
+    pub fn join(&mut self, prefilled: &[(Tensor, Tensor)], copies: usize) {
+        let tokens = prefilled
+            .first()
+            .map(|(keys, _)| keys.size()[2])
+            .unwrap_or(0);
+        if tokens > self.len {
+            // Shift the running rows right so the newcomer fits.
+            let shift = tokens - self.len;
+            let capacity = tokens.max(self.capacity) + GROWTH;
+            self.reallocate_shifted(capacity, shift);
+        }
+        let start = self.len - tokens;
+        let rows = self.rows() as i64;
+        let copies = copies as i64;
+        let (heads, capacity, head_dim, device) =
+            (self.heads, self.capacity, self.head_dim, self.device);
+        for ((keys, values), (new_keys, new_values)) in self.layers.iter_mut().zip(prefilled) {
+            let grow = |cached: &Tensor, new: &Tensor| {
+                let block = Self::empty(copies, heads, capacity, head_dim, device);
+                block
+                    .narrow(2, start, tokens)
+                    .copy_(&new.expand([copies, -1, -1, -1], false));
+                Tensor::cat(&[cached.narrow(0, 0, rows), block], 0)
+            };
+            *keys = grow(keys, new_keys);
+            *values = grow(values, new_values);
+        }
+        self.starts
+            .extend(std::iter::repeat_n(start, copies as usize));
+    }
+
+    /// Keeps only the rows in `keep` (in that order) and drops the columns
+    /// that are padding for every remaining row.
+    pub fn retain_rows(&mut self, keep: &[usize]) {
+        if keep.len() == self.rows() {
+            return;
+        }
+        if keep.is_empty() {
+            *self = KvCache::new(self.layers.len(), self.heads, self.head_dim, self.device);
+            return;
+        }
+        let first_used = keep.iter().map(|&row| self.starts[row]).min().unwrap_or(0);
+        self.reallocate(self.len - first_used + GROWTH, first_used, keep);
+    }
+
+    fn all_rows(&self) -> Vec<usize> {
+        (0..self.rows()).collect()
+    }
+
+    /// Copies `rows`, columns `from..len`, into fresh buffers of `capacity`.
+    fn reallocate(&mut self, capacity: i64, from: i64, rows: &[usize]) {
+        let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>())
+            .to_device(self.device);
+        let used = self.len - from;
+        let (heads, head_dim, device) = (self.heads, self.head_dim, self.device);
+        for (keys, values) in self.layers.iter_mut() {
+            let move_into = |old: &Tensor| {
+                let fresh = Self::empty(rows.len() as i64, heads, capacity, head_dim, device);
+                if used > 0 && !rows.is_empty() {
+                    fresh
+                        .narrow(2, 0, used)
+                        .copy_(&old.index_select(0, &index).narrow(2, from, used));
+                }
+                fresh
+            };
+            *keys = move_into(keys);
+            *values = move_into(values);
+        }
+        self.starts = rows.iter().map(|&row| self.starts[row] - from).collect();
+        self.len = used;
+        self.capacity = capacity;
+    }
+
+    /// Copies every row into fresh buffers, `shift` columns to the right.
+    fn reallocate_shifted(&mut self, capacity: i64, shift: i64) {
+        let rows = self.rows() as i64;
+        let (heads, head_dim, device, len) = (self.heads, self.head_dim, self.device, self.len);
+        for (keys, values) in self.layers.iter_mut() {
+            let move_into = |old: &Tensor| {
+                let fresh = Self::empty(rows, heads, capacity, head_dim, device);
+                if len > 0 && rows > 0 {
+                    fresh.narrow(2, shift, len).copy_(&old.narrow(2, 0, len));
+                }
+                fresh
+            };
+            *keys = move_into(keys);
+            *values = move_into(values);
+        }
+        for start in self.starts.iter_mut() {
+            *start += shift;
+        }
+        self.len += shift;
+        self.capacity = capacity;
+    }
+}

@@ -1,0 +1,175 @@
+//! Linear layers at the precision a model is configured for.
+//!
+//! fp32 is the reference. fp16 and int8 keep activations in fp32 and store
+//! weights packed for libtorch's fbgemm kernels, so each decoding step reads
+//! half or a quarter of the bytes. int8 quantises every output row with its
+//! own scale (per-channel): fbgemm takes one scale per matrix, so the rows
+//! are normalised before quantising and the scales are applied to the output.
+
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+/// Largest quantised weight magnitude. fbgemm multiplies unsigned 8-bit
+/// activations by signed 8-bit weights and adds pairs in 16 bits
+/// (vpmaddubsw), which saturates when both weights of a pair exceed 64 in
+/// magnitude; 7-bit weights (as PyTorch's `reduce_range`) never saturate.
+const WEIGHT_LEVELS: f64 = 63.0;
+
+/// How a model's linear weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Fp16,
+    Int8,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// `y = x W^T + b` with W of shape [out, in].
+pub enum Linear {
+    Fp32 {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    Fp16 {
+        packed: Tensor,
+        bias: Tensor,
+    },
+    Int8 {
+        weight: Tensor,
+        packed: Tensor,
+        col_offsets: Tensor,
+        row_scales: Tensor,
+        zero_bias: Tensor,
+        bias: Option<Tensor>,
+    },
+}
+
+impl Linear {
+    /// `weight` is [out, in] in fp32 on the CPU; fp16 and int8 need fbgemm
+    /// (x86-64 with AVX2), checked by the caller through `fbgemm_available`.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>, precision: Precision) -> Linear {
+        let bias = bias.map(|b| b.detach().to_kind(Kind::Float));
+        if precision == Precision::Fp32 {
+            // Shares the loaded storage, whatever its layout.
+            return Linear::Fp32 {
+                weight: weight.detach(),
+                bias,
+            };
+        }
+        let weight = weight.detach().to_kind(Kind::Float).contiguous();
+        let out_features = weight.size()[0];
+        match precision {
+            Precision::Fp32 => unreachable!("returned above"),
+            Precision::Fp16 => Linear::Fp16 {
+                packed: weight.fbgemm_pack_gemm_matrix_fp16(),
+                bias: bias.unwrap_or_else(|| {
+                    Tensor::zeros([out_features], (Kind::Float, weight.device()))
+                }),
+            },
+            Precision::Int8 => {
+                let row_scales =
+                    weight.abs().amax([1].as_slice(), true).clamp_min(1e-12) / WEIGHT_LEVELS;
+                let quantized = (&weight / &row_scales)
+                    .round()
+                    .clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
+                    .to_kind(Kind::Int8)
+                    .contiguous();
+                // With a zero point of 0 the column offsets are the row sums.
+                let col_offsets = quantized
+                    .to_kind(Kind::Int)
+                    .sum_dim_intlist([1].as_slice(), false, Kind::Int)
+                    .contiguous();
+                Linear::Int8 {
+                    packed: quantized.fbgemm_pack_quantized_matrix(),
+                    weight: quantized,
+                    col_offsets,
+                    row_scales: row_scales.view([-1]),
+                    zero_bias: Tensor::zeros([out_features], (Kind::Float, weight.device())),
+                    bias,
+                }
+            }
+        }
+    }
+
+    pub fn forward(&self, input: &Tensor) -> Tensor {
+        match self {
+            Linear::Fp32 { weight, bias } => input.linear(weight, bias.as_ref()),
+            Linear::Fp16 { packed, bias } => {
+                input.fbgemm_linear_fp16_weight_fp32_activation(packed, bias)
+            }
+            Linear::Int8 {
+                weight,
+                packed,
+                col_offsets,
+                row_scales,
+                zero_bias,
+                bias,
+            } => {
+                let scaled = input.fbgemm_linear_int8_weight_fp32_activation(
+                    weight,
+                    packed,
+                    col_offsets,
+                    tch::Scalar::float(1.0),
+                    tch::Scalar::int(0),
+                    zero_bias,
+                ) * row_scales;
+                match bias {
+                    Some(bias) => scaled + bias,
+                    None => scaled,
+                }
+            }
+        }
+    }
+}
+
+/// Whether this CPU can run the fp16 and int8 kernels.
+pub fn fbgemm_available() -> bool {
+    Tensor::zeros([8, 8], (Kind::Float, tch::Device::Cpu))
+        .f_fbgemm_pack_gemm_matrix_fp16()
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Largest error relative to the largest output, over a random layer.
+    fn relative_error(precision: Precision) -> f64 {
+        tch::manual_seed(1);
+        let input = Tensor::randn([8, 256], (Kind::Float, tch::Device::Cpu));
+        let weight = Tensor::randn([64, 256], (Kind::Float, tch::Device::Cpu))
+            * 0.05
+            * Tensor::linspace(0.1, 3.0, 64, (Kind::Float, tch::Device::Cpu)).unsqueeze(1);
+        let bias = Tensor::randn([64], (Kind::Float, tch::Device::Cpu));
+        let exact = input.linear(&weight, Some(&bias));
+        let approximate = Linear::new(&weight, Some(&bias), precision).forward(&input);
+        let error = (&approximate - &exact).abs().max().double_value(&[]);
+        error / exact.abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn reduced_precision_layers_track_fp32() {
+        assert!(relative_error(Precision::Fp32) < 1e-6);
+        assert!(
+            relative_error(Precision::Fp16) < 2e-3,
+            "{}",
+            relative_error(Precision::Fp16)
+        );
+        assert!(
+            relative_error(Precision::Int8) < 3e-2,
+            "{}",
+            relative_error(Precision::Int8)
+        );
+    }
+}

@@ -1,0 +1,437 @@
+//! Continuous batching for text generation.
+//!
+//! One thread owns the model and a `KvCache` holding every running sequence.
+//! Each turn of its loop admits waiting requests (each prompt is prefilled
+//! alone and joins the batch), runs one decoding step for all sequences,
+//! and retires the sequences that finished, whose client left, or whose
+//! deadline passed. A short autocomplete therefore starts at the next step
+//! instead of waiting for a long generation to end, and leaves the batch as
+//! soon as it is done. Events go back to the caller as they happen.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tch::{Kind, Tensor};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::kv_cache::KvCache;
+use super::sampling::{Sampler, SamplingParams};
+use crate::engine::worker::{panic_message, Timing};
+use crate::engine::{PredictError, Task};
+use crate::metrics::Metrics;
+use crate::predictors::completion::{
+    fresh_seed, CompletionJob, CompletionModel, CompletionOutput, Finish, GeneratedText,
+};
+use crate::text::stream::TextStream;
+
+const TASK: Task = Task::Completion;
+
+/// What a caller hears about its request, in this order: `Started` (or
+/// `Failed`), any number of `Token`s, then `Done` (or `Failed`).
+#[derive(Debug)]
+pub enum GenerationEvent {
+    Started {
+        queue_time: Duration,
+        prompt_tokens: usize,
+    },
+    /// New settled text of completion `index`.
+    Token {
+        index: usize,
+        text: String,
+    },
+    Done {
+        output: CompletionOutput,
+        inference_time: Duration,
+    },
+    Failed(PredictError),
+}
+
+pub struct GenerationJob {
+    pub job: CompletionJob,
+    pub events: UnboundedSender<GenerationEvent>,
+    pub timing: Timing,
+}
+
+/// How large the running batch may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Sequences decoded together.
+    pub max_sequences: usize,
+    /// Sum over running sequences of prompt plus max_new_tokens.
+    pub max_tokens: usize,
+}
+
+struct Request {
+    events: UnboundedSender<GenerationEvent>,
+    timing: Timing,
+    started: Instant,
+    prompt_tokens: usize,
+    completions: Vec<Option<GeneratedText>>,
+    unfinished: usize,
+    completion_tokens: usize,
+}
+
+struct Row {
+    request: u64,
+    index: usize,
+    /// Prompt and generated tokens (end-of-text excluded).
+    history: Vec<i64>,
+    prompt_len: usize,
+    generated: usize,
+    max_new_tokens: usize,
+    min_new_tokens: usize,
+    sampler: Sampler,
+    stream: TextStream,
+    released: String,
+    finish: Option<Finish>,
+}
+
+impl Row {
+    fn reserved_tokens(&self) -> usize {
+        self.prompt_len + self.max_new_tokens
+    }
+}
+
+pub struct Scheduler {
+    model: CompletionModel,
+    cache: KvCache,
+    rows: Vec<Row>,
+    requests: HashMap<u64, Request>,
+    next_request: u64,
+    /// Taken from the queue but not yet admitted (the batch was full).
+    pending: Option<GenerationJob>,
+    limits: BatchLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl Scheduler {
+    pub fn new(model: CompletionModel, limits: BatchLimits, metrics: Arc<Metrics>) -> Scheduler {
+        Scheduler {
+            cache: model.decoder.new_cache(),
+            model,
+            rows: Vec::new(),
+            requests: HashMap::new(),
+            next_request: 0,
+            pending: None,
+            limits,
+            metrics,
+        }
+    }
+
+    /// Serves the queue until every sender is gone and all work is done.
+    pub fn run(mut self, receiver: Receiver<GenerationJob>) {
+        tch::no_grad(|| loop {
+            if self.rows.is_empty() && self.pending.is_none() {
+                match receiver.recv() {
+                    Ok(job) => {
+                        self.metrics.queue_depth(TASK).dec();
+                        self.pending = Some(job);
+                    }
+                    Err(_) => return,
+                }
+            }
+            self.admit(&receiver);
+            self.retire();
+            if !self.rows.is_empty() {
+                self.step();
+                self.retire();
+            }
+            self.metrics
+                .active_sequences(TASK)
+                .set(self.rows.len() as i64);
+        })
+    }
+
+    fn reserved_tokens(&self) -> usize {
+        self.rows.iter().map(Row::reserved_tokens).sum()
+    }
+
+    /// Starts waiting requests while the batch has room.
+    fn admit(&mut self, receiver: &Receiver<GenerationJob>) {
+        loop {
+            let job = match self.pending.take() {
+                Some(job) => job,
+                None => match receiver.try_recv() {
+                    Ok(job) => {
+                        self.metrics.queue_depth(TASK).dec();
+                        job
+                    }
+                    Err(_) => return,
+                },
+            };
+            if job.events.is_closed() {
+                self.metrics.abandoned(TASK, "disconnected").inc();
+                continue;
+            }
+            if job.timing.expired(Instant::now()) {
+                self.metrics.abandoned(TASK, "deadline").inc();
+                let _ = job
+                    .events
+                    .send(GenerationEvent::Failed(PredictError::DeadlineExceeded));
+                continue;
+            }
+            let prompt = match self.model.encode(&job.job) {
+                Ok(prompt) => prompt,
+                Err(error) => {
+                    let _ = job.events.send(GenerationEvent::Failed(error));
+                    continue;
+                }
+            };
+            let copies = job.job.num_return_sequences;
+            let needed = copies * (prompt.len() + job.job.max_new_tokens);
+            let full = self.rows.len() + copies > self.limits.max_sequences
+                || self.reserved_tokens() + needed > self.limits.max_tokens;
+            if full && !self.rows.is_empty() {
+                self.pending = Some(job);
+                return;
+            }
+            self.start(job, prompt);
+        }
+    }
+
+    /// Prefills one request's prompt and adds its sequences to the batch.
+    fn start(&mut self, job: GenerationJob, prompt: Vec<i64>) {
+        let now = Instant::now();
+        let queue_time = now.duration_since(job.timing.enqueued);
+        self.metrics
+            .queue_duration(TASK)
+            .observe(queue_time.as_secs_f64());
+        let _ = job.events.send(GenerationEvent::Started {
+            queue_time,
+            prompt_tokens: prompt.len(),
+        });
+        let prefilled = catch_unwind(AssertUnwindSafe(|| {
+            let (logits, cache) = self.model.decoder.prefill(&prompt);
+            (logits_rows(&logits), cache)
+        }));
+        let (logits, prefill_cache) = match prefilled {
+            Ok((Ok(logits), cache)) => (logits, cache),
+            Ok((Err(message), _)) => return fail(&job.events, message),
+            Err(panic) => return fail(&job.events, panic_message(&panic)),
+        };
+        let id = self.next_request;
+        self.next_request += 1;
+        let request = &job.job;
+        let copies = request.num_return_sequences;
+        self.requests.insert(
+            id,
+            Request {
+                events: job.events,
+                timing: job.timing,
+                started: now,
+                prompt_tokens: prompt.len(),
+                completions: vec![None; copies],
+                unfinished: copies,
+                completion_tokens: 0,
+            },
+        );
+        let seed = request.seed.unwrap_or_else(fresh_seed);
+        let params = SamplingParams {
+            temperature: request.temperature,
+            top_k: request.top_k as usize,
+            top_p: request.top_p,
+            repetition_penalty: request.repetition_penalty,
+        };
+        for index in 0..copies {
+            let mut row = Row {
+                request: id,
+                index,
+                history: prompt.clone(),
+                prompt_len: prompt.len(),
+                generated: 0,
+                max_new_tokens: request.max_new_tokens,
+                min_new_tokens: request.min_new_tokens,
+                sampler: Sampler::new(params.clone(), seed.wrapping_add(index as u64)),
+                stream: TextStream::new(request.stop.clone(), request.stop_at_sentence_end),
+                released: String::new(),
+                finish: None,
+            };
+            let mut row_logits = logits[0].clone();
+            self.advance(&mut row, &mut row_logits);
+            self.rows.push(row);
+        }
+        self.cache.join(&prefill_cache, copies);
+    }
+
+    /// Runs one decoding step for every running sequence.
+    fn step(&mut self) {
+        let tokens: Vec<i64> = self.rows.iter().map(last_token).collect();
+        let positions: Vec<i64> = self
+            .rows
+            .iter()
+            .map(|row| row.history.len() as i64 - 1)
+            .collect();
+        self.metrics
+            .batch_size(TASK)
+            .observe(self.rows.len() as f64);
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            logits_rows(
+                &self
+                    .model
+                    .decoder
+                    .step(&tokens, &positions, &mut self.cache),
+            )
+        }));
+        let mut logits = match stepped {
+            Ok(Ok(logits)) => logits,
+            Ok(Err(message)) => return self.fail_all(message),
+            Err(panic) => return self.fail_all(panic_message(&panic)),
+        };
+        let mut rows = std::mem::take(&mut self.rows);
+        for (row, row_logits) in rows.iter_mut().zip(logits.iter_mut()) {
+            if row.finish.is_none() {
+                self.advance(row, row_logits);
+            }
+        }
+        self.rows = rows;
+    }
+
+    /// Samples the next token of `row` and tells its client the new text.
+    fn advance(&mut self, row: &mut Row, logits: &mut [f32]) {
+        let banned = (row.generated < row.min_new_tokens).then_some(self.model.eos_id);
+        let token = row.sampler.next_token(logits, &row.history, banned);
+        row.generated += 1;
+        self.metrics.generated_tokens(TASK).inc();
+        if let Some(request) = self.requests.get_mut(&row.request) {
+            request.completion_tokens += 1;
+        }
+        if token == self.model.eos_id {
+            row.finish = Some(Finish::Eos);
+            return;
+        }
+        row.history.push(token);
+        let text = self.model.decode(&row.history[row.prompt_len..]);
+        let update = row.stream.update(&text);
+        self.send_text(row, update.delta);
+        if update.stopped {
+            row.finish = Some(Finish::Stop);
+        } else if row.generated >= row.max_new_tokens {
+            row.finish = Some(Finish::Length);
+        }
+    }
+
+    fn send_text(&self, row: &mut Row, delta: String) {
+        if delta.is_empty() {
+            return;
+        }
+        row.released.push_str(&delta);
+        if let Some(request) = self.requests.get(&row.request) {
+            let _ = request.events.send(GenerationEvent::Token {
+                index: row.index,
+                text: delta,
+            });
+        }
+    }
+
+    /// Removes finished sequences, those whose client left and those past
+    /// their deadline; answers requests whose sequences are all done.
+    fn retire(&mut self) {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for (&id, request) in &self.requests {
+            if request.events.is_closed() {
+                gone.push(id);
+            } else if request.timing.expired(now) {
+                for row in self.rows.iter_mut().filter(|row| row.request == id) {
+                    row.finish.get_or_insert(Finish::Deadline);
+                }
+            }
+        }
+        for id in gone {
+            self.metrics.abandoned(TASK, "disconnected").inc();
+            self.requests.remove(&id);
+        }
+        let mut keep = Vec::with_capacity(self.rows.len());
+        let mut rows = std::mem::take(&mut self.rows);
+        let mut kept_rows = Vec::with_capacity(rows.len());
+        for (position, mut row) in rows.drain(..).enumerate() {
+            if !self.requests.contains_key(&row.request) {
+                continue;
+            }
+            match row.finish {
+                None => {
+                    keep.push(position);
+                    kept_rows.push(row);
+                }
+                Some(finish) => self.finish_row(&mut row, finish),
+            }
+        }
+        self.rows = kept_rows;
+        self.cache.retain_rows(&keep);
+    }
+
+    fn finish_row(&mut self, row: &mut Row, finish: Finish) {
+        if finish == Finish::Deadline {
+            self.metrics.abandoned(TASK, "deadline").inc();
+        }
+        let text = self.model.decode(&row.history[row.prompt_len..]);
+        if finish != Finish::Stop {
+            let rest = row.stream.finish(&text);
+            self.send_text(row, rest);
+        }
+        let Some(request) = self.requests.get_mut(&row.request) else {
+            return;
+        };
+        request.completions[row.index] = Some(GeneratedText {
+            text: std::mem::take(&mut row.released),
+            finish,
+        });
+        request.unfinished -= 1;
+        if request.unfinished > 0 {
+            return;
+        }
+        if let Some(request) = self.requests.remove(&row.request) {
+            let inference_time = request.started.elapsed();
+            self.metrics
+                .inference_duration(TASK)
+                .observe(inference_time.as_secs_f64());
+            self.metrics
+                .request_duration(TASK)
+                .observe(request.timing.enqueued.elapsed().as_secs_f64());
+            let output = CompletionOutput {
+                completions: request.completions.into_iter().flatten().collect(),
+                prompt_tokens: request.prompt_tokens,
+                completion_tokens: request.completion_tokens,
+            };
+            let _ = request.events.send(GenerationEvent::Done {
+                output,
+                inference_time,
+            });
+        }
+    }
+
+    /// The model failed mid-batch: every running request gets the error and
+    /// the batch starts over empty.
+    fn fail_all(&mut self, message: String) {
+        tracing::error!(task = %TASK, "generation step failed: {message}");
+        for (_, request) in self.requests.drain() {
+            fail(&request.events, message.clone());
+        }
+        self.rows.clear();
+        self.cache = self.model.decoder.new_cache();
+    }
+}
+
+fn fail(events: &UnboundedSender<GenerationEvent>, message: String) {
+    let _ = events.send(GenerationEvent::Failed(PredictError::Failed(message)));
+}
+
+fn last_token(row: &Row) -> i64 {
+    row.history.last().copied().unwrap_or(0)
+}
+
+/// [rows, vocab] logits as one vector per row.
+fn logits_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>, String> {
+    let rows = logits.size()[0];
+    let flat = logits
+        .to_kind(Kind::Float)
+        .to_device(tch::Device::Cpu)
+        .contiguous()
+        .view([-1]);
+    let values = Vec::<f32>::try_from(&flat).map_err(|error| error.to_string())?;
+    let width = values.len() / rows.max(1) as usize;
+    Ok(values.chunks(width.max(1)).map(<[f32]>::to_vec).collect())
+}
