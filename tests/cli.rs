@@ -208,3 +208,73 @@ fn downloads_from_a_hub_then_restarts_from_the_cache_offline() {
     );
     stop(second);
 }
+
+/// Reads a streamed response until `marker` appears; returns what was read.
+fn read_until(response: &mut reqwest::blocking::Response, marker: &str) -> String {
+    use std::io::Read;
+    let mut seen = String::new();
+    let mut buffer = [0u8; 1024];
+    while !seen.contains(marker) {
+        let read = response.read(&mut buffer).expect("stream readable");
+        assert!(read > 0, "stream ended before {marker:?}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    seen
+}
+
+#[test]
+fn sigterm_finishes_requests_in_flight_then_exits_zero() {
+    let port = free_port();
+    let mut child = command()
+        .args(["--profile", "tiny"])
+        .env("PORT", port.to_string())
+        .env("NLP_SERVE__SERVER__SHUTDOWN_TIMEOUT_SECS", "30")
+        .spawn()
+        .expect("nlp-serve starts");
+    wait_ready(&mut child, port);
+    let client = reqwest::blocking::Client::new();
+    const TOKENS: u64 = 240;
+    // Six streaming requests, each seen producing tokens: they are in flight.
+    let streams: Vec<_> = (0..6)
+        .map(|i| {
+            let mut response = client
+                .post(format!("http://127.0.0.1:{port}/complete"))
+                .json(&serde_json::json!({
+                    "prompt": format!("Shutdown {i}"), "max_new_tokens": TOKENS,
+                    "min_new_tokens": TOKENS, "temperature": 0.8, "stream": true,
+                    "num_return_sequences": 2
+                }))
+                .send()
+                .expect("answered");
+            assert_eq!(response.status(), 200);
+            let head = read_until(&mut response, "event: token");
+            (response, head)
+        })
+        .collect();
+    // SAFETY: kill() only sends a signal to the child we started.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0, "SIGTERM sent");
+    let bodies: Vec<String> = streams
+        .into_iter()
+        .map(|(mut response, head)| {
+            // Read on: once read() has begun, text() would see an empty body.
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut response, &mut rest);
+            format!("{head}{rest}")
+        })
+        .collect();
+    let (code, stderr) = wait_exit(child, Duration::from_secs(40));
+    for body in bodies {
+        let done = body
+            .split("\n\n")
+            .find(|block| block.starts_with("event: done"))
+            .unwrap_or_else(|| panic!("no done event after SIGTERM:\n{body}\n{stderr}"));
+        let data = done
+            .lines()
+            .find_map(|line| line.strip_prefix("data: "))
+            .expect("done has data");
+        let answer: serde_json::Value = serde_json::from_str(data).expect("JSON");
+        assert_eq!(answer["usage"]["completion_tokens"], 2 * TOKENS, "{answer}");
+    }
+    assert_eq!(code, 0, "exit status after SIGTERM:\n{stderr}");
+}

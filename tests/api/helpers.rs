@@ -135,3 +135,33 @@ pub fn assert_error(
     assert!(!message.is_empty());
     message.to_string()
 }
+
+/// One Server-Sent Event: its name and its JSON data.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub name: String,
+    pub data: Value,
+}
+
+/// Parses a whole `text/event-stream` body (comments are skipped).
+pub fn parse_sse(body: &str) -> Vec<SseEvent> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut name = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    name = value.trim().to_string();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                }
+            }
+            if data.is_empty() {
+                return None;
+            }
+            let data = serde_json::from_str(&data)
+                .unwrap_or_else(|_| panic!("event data is JSON: {data}"));
+            Some(SseEvent { name, data })
+        })
+        .collect()
+}
