@@ -68,6 +68,7 @@ pub enum DeviceSetting {
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSettings {
     pub torch_threads: i32,
+    pub retain_freed_memory: bool,
     pub device: DeviceSetting,
 }
 

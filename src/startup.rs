@@ -24,7 +24,7 @@ use crate::predictors::question_answering::{QaConfig, QaPredictor};
 use crate::predictors::translation::{TranslationModelConfig, TranslationPredictor};
 use crate::predictors::{self};
 use crate::state::{AppState, ReferenceDocument, Tasks};
-use crate::{middleware, routes};
+use crate::{allocator, middleware, routes};
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,9 @@ pub struct Application {
 impl Application {
     pub fn build(settings: Settings) -> Result<Application, StartupError> {
         worker::set_torch_threads(settings.runtime.torch_threads);
+        if settings.runtime.retain_freed_memory && !allocator::retain_freed_memory() {
+            tracing::warn!("runtime.retain_freed_memory is set but the allocator did not take it");
+        }
         let metrics = Arc::new(Metrics::new());
         let reference = read_reference(&settings.qa.reference_document)?;
         let (tasks, loads) = start_tasks(&settings, &metrics)?;
