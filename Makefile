@@ -38,7 +38,7 @@ test: $(VENV)/.installed tiny-models
 	$(MAKE) bench-smoke
 
 build: $(VENV)/.installed
-	$(CARGO_BUILD) --bin nlp-serve
+	$(CARGO_BUILD) --bin nlp-serve --bin precision-report
 
 $(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)

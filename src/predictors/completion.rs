@@ -82,6 +82,16 @@ impl CompletionModel {
         let config_path = files.require("config.json")?;
         let model_config = read_json(config_path)?;
         let eos_id = model_config["eos_token_id"].as_i64().unwrap_or(50256);
+        if config.precision != Precision::Fp32 && config.device != Device::Cpu {
+            return Err(model_error(
+                &files.source,
+                format!(
+                    "precision {} runs on the CPU only (libtorch's fbgemm kernels); use fp32 on {:?}",
+                    config.precision.name(),
+                    config.device
+                ),
+            ));
+        }
         if config.precision != Precision::Fp32 && !fbgemm_available() {
             return Err(model_error(
                 &files.source,
