@@ -23,19 +23,43 @@ CARGO_BUILD := cargo build --release --locked
 BENCH_VENV := bench/.venv
 BENCH_PYTHON := $(CURDIR)/$(BENCH_VENV)/bin/python
 
-.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps
+.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots
+
+E2E := build/e2e
+PLAYWRIGHT_VERSION := 1.65.1
+CHROMIUM ?= /usr/bin/chromium
 
 ## Serve the API on $(PORT). PROFILE=tiny serves the offline tiny models.
 run: build $(if $(filter tiny,$(PROFILE)),tiny-models)
 	PORT=$(PORT) ./target/release/nlp-serve $(if $(PROFILE),--profile $(PROFILE))
 
-## The whole test suite: formatting, lints, unit and black-box tests, and a
-## smoke run of the benchmark harness.
+## The whole test suite: formatting, lints, unit and black-box tests, the
+## browser tests of the playground page, and a smoke run of the benchmark harness.
 test: $(VENV)/.installed tiny-models
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 	cargo test --release --locked
+	$(MAKE) e2e
 	$(MAKE) bench-smoke
+
+## End-to-end tests of the page at / in headless Chromium (Debian's package,
+## driven by playwright-core); screenshots land in tests/artifacts/screenshots.
+e2e: build tiny-models e2e-deps
+	CHROMIUM=$(CHROMIUM) node --test tests/e2e/
+
+e2e-deps: $(E2E)/.installed
+	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+
+$(E2E)/.installed:
+	mkdir -p $(E2E)
+	echo '{"private": true}' > $(E2E)/package.json
+	cd $(E2E) && npm install --silent --no-audit --no-fund playwright-core@$(PLAYWRIGHT_VERSION)
+	touch $@
+
+## Refresh the README's screenshots from the last e2e run.
+screenshots: e2e
+	mkdir -p docs/screenshots
+	cp tests/artifacts/screenshots/*.png docs/screenshots/
 
 build: $(VENV)/.installed
 	$(CARGO_BUILD) --bin nlp-serve --bin precision-report

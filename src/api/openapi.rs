@@ -14,6 +14,7 @@ use super::{complete, error, health, qa, translate};
     paths(
         crate::routes::complete::complete,
         crate::routes::qa::answer,
+        crate::routes::qa::reference_document,
         crate::routes::translate::translate,
         crate::routes::health::health,
         crate::routes::health::ready,
@@ -29,6 +30,7 @@ use super::{complete, error, health, qa, translate};
         qa::QaRequest,
         qa::QaResponse,
         qa::Answer,
+        qa::ReferenceDocumentResponse,
         translate::TranslateRequest,
         translate::TranslateResponse,
         translate::TextInput,

@@ -48,3 +48,12 @@ pub struct QaResponse {
     /// Up to `top_k` answers, best first.
     pub answers: Vec<Answer>,
 }
+
+/// The built-in document of `POST /qa`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReferenceDocumentResponse {
+    /// File name, as in `QaResponse.document`.
+    pub name: String,
+    /// The whole text.
+    pub text: String,
+}

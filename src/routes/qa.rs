@@ -1,10 +1,10 @@
 //! POST /qa
 
-use actix_web::web::Data;
+use actix_web::web::{Data, Json};
 use actix_web::{HttpRequest, HttpResponse};
 
 use crate::api::error::ErrorResponse;
-use crate::api::qa::{Answer, QaRequest, QaResponse};
+use crate::api::qa::{Answer, QaRequest, QaResponse, ReferenceDocumentResponse};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::timing::{insert_timing, request_timeout};
@@ -63,4 +63,18 @@ pub async fn answer(
             })
             .collect(),
     }))
+}
+
+/// The reference document that questions without a context are answered from.
+#[utoipa::path(
+    get,
+    path = "/qa/document",
+    tag = "question answering",
+    responses((status = 200, description = "The reference document; answer offsets index its text in code points", body = ReferenceDocumentResponse))
+)]
+pub async fn reference_document(state: Data<AppState>) -> Json<ReferenceDocumentResponse> {
+    Json(ReferenceDocumentResponse {
+        name: state.reference.name.clone(),
+        text: state.reference.text.to_string(),
+    })
 }

@@ -111,3 +111,27 @@ fn ready_lists_every_model_as_ready() {
         assert_eq!(body["models"][task], "ready", "{body}");
     }
 }
+
+#[test]
+fn the_playground_page_and_its_assets_are_served() {
+    for (path, content_type, marker) in [
+        ("/", "text/html", "Smart Compose"),
+        ("/static/app.js", "application/javascript", "readEvents"),
+        ("/static/app.css", "text/css", ".ghost"),
+    ] {
+        let response = app().get(path);
+        assert_eq!(response.status(), 200, "{path}");
+        let served_type = response.headers()["content-type"].to_str().expect("ascii").to_string();
+        assert!(served_type.starts_with(content_type), "{path}: {served_type}");
+        assert!(response.text().expect("text").contains(marker), "{path}");
+    }
+}
+
+#[test]
+fn the_reference_document_is_served_for_the_page() {
+    let response = app().get("/qa/document");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().expect("JSON");
+    assert_eq!(body["name"], "machine-learning.md");
+    assert!(body["text"].as_str().expect("text").len() > 10_000);
+}

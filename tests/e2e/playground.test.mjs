@@ -1,0 +1,243 @@
+// End-to-end tests of the page at `/`: the real server on the tiny models,
+// driven through Debian's Chromium by playwright-core. Screenshots of every
+// tab go to tests/artifacts/screenshots/.
+//
+//   node --test tests/e2e/    (make e2e installs what it needs)
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+import { createRequire } from "node:module";
+import path from "node:path";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const require = createRequire(path.join(ROOT, "build/e2e/package.json"));
+const { chromium } = require("playwright-core");
+const SHOTS = path.join(ROOT, "tests/artifacts/screenshots");
+const BINARY = path.join(ROOT, "target/release/nlp-serve");
+const BROWSER = process.env.CHROMIUM || "/usr/bin/chromium";
+
+let server, browser, base;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitReady(url) {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(url + "/ready")).ok) return;
+    } catch (_) { /* not listening yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("server never became ready");
+}
+
+async function metric(series) {
+  const text = await (await fetch(base + "/metrics")).text();
+  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  return line ? Number(line.split(" ").pop()) : 0;
+}
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  server = spawn(BINARY, ["--profile", "tiny"], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port), NLP_SERVE__SERVER__HOST: "127.0.0.1",
+           NLP_SERVE__LOGGING__LEVEL: "warn", NLP_SERVE__RUNTIME__TORCH_THREADS: "1" },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  await waitReady(base);
+  browser = await chromium.launch({ executablePath: BROWSER, args: ["--no-sandbox"] });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (server) server.kill("SIGTERM");
+});
+
+async function openTab(name, viewport = { width: 1280, height: 860 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error));
+  page.on("request", (request) => {
+    if (!request.url().startsWith(base)) errors.push(new Error("outside request: " + request.url()));
+  });
+  await page.goto(base + "/#" + name);
+  return { page, context, errors };
+}
+
+/// Slows the network so streams and requests stay in flight long enough to act on.
+async function throttle(page, latencyMs, bytesPerSecond) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Network.enable");
+  await cdp.send("Network.emulateNetworkConditions", {
+    offline: false, latency: latencyMs, downloadThroughput: bytesPerSecond, uploadThroughput: -1,
+  });
+}
+
+test("playground streams tokens, stops, and continues", async () => {
+  const { page, context, errors } = await openTab("playground");
+  await page.fill("#pg-prompt", "Machine learning is");
+  await page.fill("#pg-max-tokens", "40");
+  await page.fill("#pg-seed", "3");
+  await page.uncheck("#pg-sentence");
+  // Count how often the output changes: streaming updates it token by token.
+  await page.evaluate(() => {
+    window.updates = 0;
+    new MutationObserver(() => { window.updates += 1; })
+      .observe(document.getElementById("pg-output"), { childList: true, subtree: true, characterData: true });
+  });
+  await page.click("#pg-run");
+  await page.waitForFunction(() => document.getElementById("pg-stats").textContent.includes("tokens/s"));
+  const first = await page.textContent("#pg-output .generated");
+  assert.ok(first.length > 0, "some text was generated");
+  assert.ok(await page.evaluate(() => window.updates) > 5, "the output grew in several steps");
+  assert.match(await page.textContent("#pg-stats"), /time to first token \d+ ms/);
+  await page.screenshot({ path: path.join(SHOTS, "playground.png") });
+
+  // Continue: prompt plus output become the new prompt.
+  await page.click("#pg-continue");
+  assert.equal(await page.inputValue("#pg-prompt"), "Machine learning is" + first);
+  await page.waitForFunction(() => document.getElementById("pg-stats").textContent.includes("tokens/s"));
+  assert.equal(await page.textContent("#pg-output .prompt"), "Machine learning is" + first);
+  assert.ok((await page.textContent("#pg-output .generated")).length > 0);
+
+  // Stop: a long generation over a slow network, stopped after its first tokens.
+  const abandonedBefore = await metric('nlp_serve_abandoned_requests_total{reason="disconnected",task="completion"}');
+  await throttle(page, 20, 600);
+  await page.fill("#pg-prompt", "Stop me");
+  await page.fill("#pg-max-tokens", "250");
+  await page.click("#pg-run");
+  await page.waitForFunction(() => document.querySelector("#pg-output .generated").textContent.length > 0);
+  await page.click("#pg-stop");
+  await page.waitForFunction(() => document.getElementById("pg-stats").textContent.startsWith("stopped after"));
+  assert.equal(await page.isEnabled("#pg-run"), true);
+  const deadline = Date.now() + 10_000;
+  while (await metric('nlp_serve_abandoned_requests_total{reason="disconnected",task="completion"}') <= abandonedBefore) {
+    assert.ok(Date.now() < deadline, "the server never saw the stopped stream go");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("playground shows API errors", async () => {
+  const { page, context } = await openTab("playground");
+  await page.fill("#pg-temperature", "9");
+  await page.click("#pg-run");
+  await page.waitForSelector("#pg-error:not([hidden])");
+  assert.match(await page.textContent("#pg-error"), /Invalid input: temperature: must be between 0 and 5/);
+  await context.close();
+});
+
+test("smart compose suggests, Tab accepts, typing cancels", async () => {
+  const { page, context, errors } = await openTab("compose");
+  const body = "#compose-body";
+  await page.click(body);
+  await page.keyboard.press("End");
+  await page.evaluate(() => { const t = document.getElementById("compose-body"); t.selectionStart = t.selectionEnd = t.value.length; });
+  await page.keyboard.type(" new");
+  await page.waitForFunction(() => document.getElementById("compose-ghost").textContent.length > 0);
+  const suggestion = await page.textContent("#compose-ghost");
+  const typed = await page.inputValue(body);
+  assert.match(await page.textContent("#compose-status"), /suggestion in \d+ ms/);
+  await page.screenshot({ path: path.join(SHOTS, "smart-compose.png") });
+  await page.keyboard.press("Tab");
+  assert.equal(await page.inputValue(body), typed + suggestion);
+  assert.equal(await page.textContent("#compose-ghost"), "");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "compose-body", "Tab did not move focus");
+
+  // Typing on dismisses the suggestion and cancels the request in flight.
+  await throttle(page, 600, -1);
+  const aborted = [];
+  page.on("requestfailed", (request) => { if (request.url().endsWith("/complete")) aborted.push(request); });
+  await page.keyboard.type(" a");
+  await page.waitForRequest((r) => r.url().endsWith("/complete"));
+  await page.keyboard.type("b");
+  assert.equal(await page.textContent("#compose-ghost"), "", "typing removes any suggestion at once");
+  await page.waitForFunction(() => document.getElementById("compose-ghost").textContent.length > 0, null, { timeout: 10_000 });
+  assert.ok(aborted.length >= 1, "the request in flight was cancelled");
+  // The suggestion shown belongs to the text as it is now.
+  const now = await page.inputValue(body);
+  assert.ok(now.endsWith(" ab"), now);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("question answering highlights the answer in place", async () => {
+  const { page, context, errors } = await openTab("qa");
+  await page.waitForFunction(() => document.getElementById("qa-document").textContent.length > 1000);
+  await page.click("#qa-ask");
+  await page.waitForSelector("#qa-document mark.best");
+  const check = () => page.evaluate(async () => {
+    const view = document.getElementById("qa-document");
+    const best = view.querySelector("mark.best");
+    // Code points before the mark = the answer's start offset.
+    let before = "";
+    for (const node of view.childNodes) {
+      if (node === best) break;
+      before += node.textContent;
+    }
+    const first = document.querySelector("#qa-answers li");
+    return { mark: best.textContent, start: Array.from(before).length,
+             answer: first.firstChild.textContent, score: first.querySelector(".score").textContent };
+  });
+  let seen = await check();
+  assert.equal(seen.mark, seen.answer);
+  assert.match(seen.score, new RegExp(`characters ${seen.start}–`));
+  await page.screenshot({ path: path.join(SHOTS, "question-answering.png") });
+
+  await page.check("#qa-own");
+  await page.fill("#qa-context", "The Eiffel Tower is in Paris. It was finished in 1889.");
+  await page.fill("#qa-question", "When was it finished?");
+  await page.click("#qa-ask");
+  await page.waitForSelector("#qa-document mark.best");
+  seen = await check();
+  assert.equal(seen.mark, seen.answer);
+  assert.ok("The Eiffel Tower is in Paris. It was finished in 1889.".includes(seen.mark));
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("translation translates several paragraphs", async () => {
+  const { page, context, errors } = await openTab("translate");
+  await page.click("#tr-run");
+  await page.waitForFunction(() => document.getElementById("tr-output").textContent.length > 0);
+  const output = await page.textContent("#tr-output");
+  assert.equal(output.split("\n\n").length, 2, "one translation per paragraph");
+  assert.match(await page.textContent("#tr-stats"), /2 paragraph\(s\) in \d+ ms/);
+  await page.screenshot({ path: path.join(SHOTS, "translation.png") });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("tabs work from the keyboard and on a phone-sized screen", async () => {
+  const { page, context } = await openTab("playground", { width: 390, height: 844 });
+  await page.focus("#tab-playground");
+  await page.keyboard.press("ArrowRight");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "tab-compose");
+  assert.equal(await page.isVisible("#compose"), true);
+  assert.equal(await page.isVisible("#playground"), false);
+  // Nothing wider than the screen.
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
+  // Every control has a label.
+  const unlabelled = await page.evaluate(() => Array.from(document.querySelectorAll("input, textarea, select"))
+    .filter((el) => !(el.labels && el.labels.length) && !el.closest("label")).map((el) => el.id));
+  assert.deepEqual(unlabelled, []);
+  await page.keyboard.press("ArrowLeft");
+  await page.screenshot({ path: path.join(SHOTS, "phone-playground.png"), fullPage: true });
+  await context.close();
+});
