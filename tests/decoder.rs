@@ -53,8 +53,8 @@ const PROMPT_B: [i64; 2] = [40, 716];
 #[test]
 fn prefill_matches_rust_bert() {
     let decoder = decoder(Precision::Fp32);
-    let (logits, _) = tch::no_grad(|| decoder.prefill(&PROMPT_A));
-    let difference = max_difference(&logits.get(0), &reference_logits(&PROMPT_A));
+    let prefilled = tch::no_grad(|| decoder.prefill(&[&PROMPT_A]));
+    let difference = max_difference(&prefilled.logits.get(0), &reference_logits(&PROMPT_A));
     assert!(difference < 1e-4, "max |difference| {difference}");
 }
 
@@ -63,14 +63,12 @@ fn batched_steps_over_unequal_rows_match_full_passes() {
     let decoder = decoder(Precision::Fp32);
     tch::no_grad(|| {
         let mut cache = decoder.new_cache();
-        let (_, prefill_a) = decoder.prefill(&PROMPT_A);
-        cache.join(&prefill_a, 1);
+        cache.join(&decoder.prefill(&[&PROMPT_A]));
         // Row A takes one step alone, then B (shorter) joins.
         let mut sequence_a = PROMPT_A.to_vec();
         sequence_a.push(11);
         let _ = decoder.step(&[11], &[PROMPT_A.len() as i64], &mut cache);
-        let (_, prefill_b) = decoder.prefill(&PROMPT_B);
-        cache.join(&prefill_b, 1);
+        cache.join(&decoder.prefill(&[&PROMPT_B]));
         let mut sequence_b = PROMPT_B.to_vec();
         for token in [13, 198, 50] {
             sequence_a.push(token);
@@ -101,11 +99,39 @@ fn batched_steps_over_unequal_rows_match_full_passes() {
 }
 
 #[test]
+fn prompts_of_different_lengths_prefill_together() {
+    let decoder = decoder(Precision::Fp32);
+    tch::no_grad(|| {
+        let prefilled = decoder
+            .prefill(&[&PROMPT_B, &PROMPT_A])
+            .repeat_rows(&[2, 1]);
+        assert_eq!(prefilled.starts, vec![3, 3, 0]);
+        for (row, prompt) in [(0, &PROMPT_B[..]), (1, &PROMPT_B[..]), (2, &PROMPT_A[..])] {
+            let difference = max_difference(&prefilled.logits.get(row), &reference_logits(prompt));
+            assert!(
+                difference < 1e-4,
+                "row {row}: max |difference| {difference}"
+            );
+        }
+        // Decoding goes on from the joined rows as from separate prefills.
+        let mut cache = decoder.new_cache();
+        cache.join(&prefilled);
+        let logits = decoder.step(&[9, 9, 9], &[2, 2, 5], &mut cache);
+        for (row, prompt) in [(0, &PROMPT_B[..]), (2, &PROMPT_A[..])] {
+            let mut sequence = prompt.to_vec();
+            sequence.push(9);
+            let difference = max_difference(&logits.get(row), &reference_logits(&sequence));
+            assert!(difference < 1e-4, "row {row} after a step: {difference}");
+        }
+    });
+}
+
+#[test]
 fn reduced_precision_stays_close_to_fp32() {
-    let reference = tch::no_grad(|| decoder(Precision::Fp32).prefill(&PROMPT_A).0);
+    let reference = tch::no_grad(|| decoder(Precision::Fp32).prefill(&[&PROMPT_A]).logits);
     let spread = reference.std(true).double_value(&[]);
     for precision in [Precision::Fp16, Precision::Int8] {
-        let logits = tch::no_grad(|| decoder(precision).prefill(&PROMPT_A).0);
+        let logits = tch::no_grad(|| decoder(precision).prefill(&[&PROMPT_A]).logits);
         let difference = max_difference(&logits, &reference);
         assert!(
             difference < 0.25 * spread,

@@ -29,8 +29,9 @@ fn argmax(logits: &Tensor) -> i64 {
 /// Greedy continuation; also the logits seen at each step and the step times.
 fn greedy(decoder: &Gpt2Decoder, prompt: &[i64], tokens: usize) -> (Vec<i64>, Vec<f64>) {
     let mut cache = decoder.new_cache();
-    let (mut logits, prefill) = decoder.prefill(prompt);
-    cache.join(&prefill, 1);
+    let prefilled = decoder.prefill(&[prompt]);
+    cache.join(&prefilled);
+    let mut logits = prefilled.logits;
     let mut output = Vec::with_capacity(tokens);
     let mut step_ms = Vec::new();
     for position in prompt.len()..prompt.len() + tokens {
@@ -46,9 +47,9 @@ fn greedy(decoder: &Gpt2Decoder, prompt: &[i64], tokens: usize) -> (Vec<i64>, Ve
 /// Logits after every token of `prompt` followed by `path` (teacher forcing).
 fn forced_logits(decoder: &Gpt2Decoder, prompt: &[i64], path: &[i64]) -> Vec<Tensor> {
     let mut cache = decoder.new_cache();
-    let (logits, prefill) = decoder.prefill(prompt);
-    cache.join(&prefill, 1);
-    let mut all = vec![logits];
+    let prefilled = decoder.prefill(&[prompt]);
+    cache.join(&prefilled);
+    let mut all = vec![prefilled.logits];
     for (offset, &token) in path.iter().enumerate().take(path.len().saturating_sub(1)) {
         let position = (prompt.len() + offset) as i64;
         all.push(decoder.step(&[token], &[position], &mut cache));

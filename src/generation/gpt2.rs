@@ -2,9 +2,10 @@
 //! rust-bert's `GPT2LMHeadModel`.
 //!
 //! rust-bert builds the model and loads its variables; this module reads
-//! them back and runs two passes: `prefill` (one prompt, causal attention,
-//! logits for the last position only) and `step` (one new token for every
-//! row of a `KvCache`, each at its own position). Linear layers run at the
+//! them back and runs two passes: `prefill` (several prompts at once,
+//! left-padded, causal attention, logits for the last position only) and
+//! `step` (one new token for every row of a `KvCache`, each at its own
+//! position). Linear layers run at the
 //! configured `Precision`; at fp32 the logits match rust-bert's forward pass
 //! (tested).
 
@@ -68,8 +69,46 @@ pub struct Gpt2Decoder {
     device: Device,
 }
 
-/// Per layer, the keys and values of one prefilled prompt: [1, heads, tokens, head_dim].
-pub type PrefillCache = Vec<(Tensor, Tensor)>;
+/// Prompts run through the model together, left-padded to a common length.
+pub struct Prefilled {
+    /// Next-token logits after each prompt, [rows, vocab].
+    pub logits: Tensor,
+    /// Per layer, keys and values: [rows, heads, columns, head_dim].
+    pub layers: Vec<(Tensor, Tensor)>,
+    /// Per row, the first column holding a token (the rest is padding).
+    pub starts: Vec<i64>,
+}
+
+impl Prefilled {
+    /// Repeats row `i` `counts[i]` times (several completions of one prompt).
+    pub fn repeat_rows(&self, counts: &[usize]) -> Prefilled {
+        let rows: Vec<i64> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(row, &count)| std::iter::repeat_n(row as i64, count))
+            .collect();
+        let index = Tensor::from_slice(&rows).to_device(self.logits.device());
+        Prefilled {
+            logits: self.logits.index_select(0, &index),
+            layers: self
+                .layers
+                .iter()
+                .map(|(keys, values)| {
+                    (keys.index_select(0, &index), values.index_select(0, &index))
+                })
+                .collect(),
+            starts: rows.iter().map(|&row| self.starts[row as usize]).collect(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn columns(&self) -> i64 {
+        self.layers.first().map_or(0, |(keys, _)| keys.size()[2])
+    }
+}
 
 impl Gpt2Decoder {
     pub fn load(
@@ -198,21 +237,28 @@ impl Gpt2Decoder {
         self.lm_head.forward(&self.ln_f.forward(last_hidden))
     }
 
-    /// Runs a whole prompt; returns the logits after its last token, [1, vocab],
-    /// and the keys and values of every layer.
-    pub fn prefill(&self, tokens: &[i64]) -> (Tensor, PrefillCache) {
-        let count = tokens.len() as i64;
-        let positions = Tensor::arange(count, (Kind::Int64, self.device));
-        let mut hidden = self.embed(tokens, &positions).unsqueeze(0);
-        // libtorch 2.4 rejects an absent mask passed through tch, so the
-        // causal mask is explicit: -inf above the diagonal.
-        let causal = Tensor::full(
-            [count, count],
-            f64::NEG_INFINITY,
-            (Kind::Float, self.device),
-        )
-        .triu(1);
-        let mut cache = Vec::with_capacity(self.blocks.len());
+    /// Runs whole prompts, all at once: one read of the weights serves them
+    /// all. Each prompt must hold at least one token.
+    pub fn prefill(&self, prompts: &[&[i64]]) -> Prefilled {
+        let rows = prompts.len() as i64;
+        let columns = prompts.iter().map(|p| p.len()).max().unwrap_or(0) as i64;
+        let starts: Vec<i64> = prompts.iter().map(|p| columns - p.len() as i64).collect();
+        let mut ids = vec![0i64; (rows * columns) as usize];
+        let mut positions = vec![0i64; (rows * columns) as usize];
+        for (row, prompt) in prompts.iter().enumerate() {
+            let offset = row * columns as usize + starts[row] as usize;
+            ids[offset..offset + prompt.len()].copy_from_slice(prompt);
+            for (index, position) in positions[offset..offset + prompt.len()]
+                .iter_mut()
+                .enumerate()
+            {
+                *position = index as i64;
+            }
+        }
+        let positions = Tensor::from_slice(&positions).to_device(self.device);
+        let mut hidden = self.embed(&ids, &positions).view([rows, columns, -1]);
+        let bias = prefill_bias(&starts, columns, self.device);
+        let mut layers = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let qkv = block.qkv.forward(&block.ln_1.forward(&hidden));
             let parts = qkv.split(qkv.size()[2] / 3, 2);
@@ -225,17 +271,22 @@ impl Gpt2Decoder {
                 &query,
                 &keys,
                 &values,
-                Some(&causal),
+                Some(&bias),
                 0.0,
                 false,
                 None,
             );
             hidden += block.attention_out.forward(&self.merge_heads(&attended));
             hidden = self.mlp(block, &hidden);
-            cache.push((keys, values));
+            layers.push((keys, values));
         }
-        let last = hidden.narrow(1, count - 1, 1).squeeze_dim(1);
-        (self.logits(&last), cache)
+        // Left padding puts every prompt's last token in the last column.
+        let last = hidden.narrow(1, columns - 1, 1).squeeze_dim(1);
+        Prefilled {
+            logits: self.logits(&last),
+            layers,
+            starts,
+        }
     }
 
     /// Feeds one token to every row of `cache` (`tokens[i]` at `positions[i]`)
@@ -270,4 +321,21 @@ impl Gpt2Decoder {
         cache.commit_column();
         self.logits(&hidden.squeeze_dim(1))
     }
+}
+
+/// Additive attention bias of a left-padded prefill, [rows, 1, columns, columns]:
+/// a query sees the tokens of its row up to itself. (A padding query also sees
+/// itself, so no softmax row is empty; its output is never attended to.)
+fn prefill_bias(starts: &[i64], columns: i64, device: Device) -> Tensor {
+    let position = Tensor::arange(columns, (Kind::Int64, device));
+    let query = position.view([1, columns, 1]);
+    let key = position.view([1, 1, columns]);
+    let starts = Tensor::from_slice(starts)
+        .to_device(device)
+        .view([-1, 1, 1]);
+    let causal = key.le_tensor(&query);
+    let visible = causal.logical_and(&key.ge_tensor(&starts).logical_or(&key.eq_tensor(&query)));
+    Tensor::zeros(visible.size(), (Kind::Float, device))
+        .masked_fill(&visible.logical_not(), f64::NEG_INFINITY)
+        .unsqueeze(1)
 }

@@ -4,9 +4,11 @@
 //! Per layer, keys and values are [batch, heads, capacity, head_dim]; the
 //! first `len` columns are in use. Row `i` holds its sequence in columns
 //! `starts[i]..len`; the columns before are padding, masked out. A sequence
-//! joins with the cache of its own prefill and leaves at any step.
+//! joins with the cache of its prefill and leaves at any step.
 
 use tch::{Device, Kind, Tensor};
+
+use super::gpt2::Prefilled;
 
 /// Extra columns allocated whenever the cache grows, so appending one token
 /// per step rarely reallocates.
@@ -103,38 +105,34 @@ impl KvCache {
             .view([self.starts.len() as i64, 1, 1, -1])
     }
 
-    /// Adds the cache of one prefilled sequence (per layer, keys and values
-    /// of shape [1, heads, tokens, head_dim]) as a new last row, repeated
-    /// `copies` times (several completions of one prompt).
-    pub fn join(&mut self, prefilled: &[(Tensor, Tensor)], copies: usize) {
-        let tokens = prefilled
-            .first()
-            .map(|(keys, _)| keys.size()[2])
-            .unwrap_or(0);
+    /// Adds the rows of a prefill (left-padded to its own length) as new
+    /// last rows.
+    pub fn join(&mut self, prefilled: &Prefilled) {
+        let tokens = prefilled.columns();
         if tokens > self.len {
-            // Shift the running rows right so the newcomer fits.
+            // Shift the running rows right so the newcomers fit.
             let shift = tokens - self.len;
             let capacity = tokens.max(self.capacity) + GROWTH;
             self.reallocate_shifted(capacity, shift);
         }
-        let start = self.len - tokens;
+        let offset = self.len - tokens;
         let rows = self.rows() as i64;
-        let copies = copies as i64;
+        let new_rows = prefilled.rows() as i64;
         let (heads, capacity, head_dim, device) =
             (self.heads, self.capacity, self.head_dim, self.device);
-        for ((keys, values), (new_keys, new_values)) in self.layers.iter_mut().zip(prefilled) {
+        for ((keys, values), (new_keys, new_values)) in
+            self.layers.iter_mut().zip(&prefilled.layers)
+        {
             let grow = |cached: &Tensor, new: &Tensor| {
-                let block = Self::empty(copies, heads, capacity, head_dim, device);
-                block
-                    .narrow(2, start, tokens)
-                    .copy_(&new.expand([copies, -1, -1, -1], false));
+                let block = Self::empty(new_rows, heads, capacity, head_dim, device);
+                block.narrow(2, offset, tokens).copy_(new);
                 Tensor::cat(&[cached.narrow(0, 0, rows), block], 0)
             };
             *keys = grow(keys, new_keys);
             *values = grow(values, new_values);
         }
         self.starts
-            .extend(std::iter::repeat_n(start, copies as usize));
+            .extend(prefilled.starts.iter().map(|start| offset + start));
     }
 
     /// Keeps only the rows in `keep` (in that order) and drops the columns

@@ -1,8 +1,8 @@
 //! Continuous batching for text generation.
 //!
 //! One thread owns the model and a `KvCache` holding every running sequence.
-//! Each turn of its loop admits waiting requests (each prompt is prefilled
-//! alone and joins the batch), runs one decoding step for all sequences,
+//! Each turn of its loop admits waiting requests (their prompts are
+//! prefilled together in one pass and join the batch), runs one decoding step for all sequences,
 //! and retires the sequences that finished, whose client left, or whose
 //! deadline passed. A short autocomplete therefore starts at the next step
 //! instead of waiting for a long generation to end, and leaves the batch as
@@ -28,6 +28,9 @@ use crate::predictors::completion::{
 use crate::text::stream::TextStream;
 
 const TASK: Task = Task::Completion;
+
+/// Most prompt tokens (padding included) prefilled in one pass.
+const MAX_PREFILL_TOKENS: usize = 4096;
 
 /// What a caller hears about its request, in this order: `Started` (or
 /// `Failed`), any number of `Token`s, then `Done` (or `Failed`).
@@ -149,8 +152,12 @@ impl Scheduler {
         self.rows.iter().map(Row::reserved_tokens).sum()
     }
 
-    /// Starts waiting requests while the batch has room.
+    /// Starts waiting requests while the batch has room; their prompts are
+    /// prefilled together.
     fn admit(&mut self, receiver: &Receiver<GenerationJob>) {
+        let mut group: Vec<(GenerationJob, Vec<i64>)> = Vec::new();
+        let (mut sequences, mut reserved) = (self.rows.len(), self.reserved_tokens());
+        let mut longest = 0;
         loop {
             let job = match self.pending.take() {
                 Some(job) => job,
@@ -159,7 +166,7 @@ impl Scheduler {
                         self.metrics.queue_depth(TASK).dec();
                         job
                     }
-                    Err(_) => return,
+                    Err(_) => break,
                 },
             };
             if job.events.is_closed() {
@@ -182,78 +189,98 @@ impl Scheduler {
             };
             let copies = job.job.num_return_sequences;
             let needed = copies * (prompt.len() + job.job.max_new_tokens);
-            let full = self.rows.len() + copies > self.limits.max_sequences
-                || self.reserved_tokens() + needed > self.limits.max_tokens;
-            if full && !self.rows.is_empty() {
+            let padded = (group.len() + 1) * longest.max(prompt.len());
+            let full = sequences + copies > self.limits.max_sequences
+                || reserved + needed > self.limits.max_tokens
+                || padded > MAX_PREFILL_TOKENS;
+            if full && (sequences > 0 || !group.is_empty()) {
                 self.pending = Some(job);
-                return;
+                break;
             }
-            self.start(job, prompt);
+            sequences += copies;
+            reserved += needed;
+            longest = longest.max(prompt.len());
+            group.push((job, prompt));
+        }
+        if !group.is_empty() {
+            self.start(group);
         }
     }
 
-    /// Prefills one request's prompt and adds its sequences to the batch.
-    fn start(&mut self, job: GenerationJob, prompt: Vec<i64>) {
+    /// Prefills a group of requests in one pass and adds their sequences to
+    /// the batch.
+    fn start(&mut self, group: Vec<(GenerationJob, Vec<i64>)>) {
         let now = Instant::now();
-        let queue_time = now.duration_since(job.timing.enqueued);
-        self.metrics
-            .queue_duration(TASK)
-            .observe(queue_time.as_secs_f64());
-        let _ = job.events.send(GenerationEvent::Started {
-            queue_time,
-            prompt_tokens: prompt.len(),
-        });
-        let prefilled = catch_unwind(AssertUnwindSafe(|| {
-            let (logits, cache) = self.model.decoder.prefill(&prompt);
-            (logits_rows(&logits), cache)
-        }));
-        let (logits, prefill_cache) = match prefilled {
-            Ok((Ok(logits), cache)) => (logits, cache),
-            Ok((Err(message), _)) => return fail(&job.events, message),
-            Err(panic) => return fail(&job.events, panic_message(&panic)),
-        };
-        let id = self.next_request;
-        self.next_request += 1;
-        let request = &job.job;
-        let copies = request.num_return_sequences;
-        self.requests.insert(
-            id,
-            Request {
-                events: job.events,
-                timing: job.timing,
-                started: now,
+        for (job, prompt) in &group {
+            let queue_time = now.duration_since(job.timing.enqueued);
+            self.metrics
+                .queue_duration(TASK)
+                .observe(queue_time.as_secs_f64());
+            let _ = job.events.send(GenerationEvent::Started {
+                queue_time,
                 prompt_tokens: prompt.len(),
-                completions: vec![None; copies],
-                unfinished: copies,
-                completion_tokens: 0,
-            },
-        );
-        let seed = request.seed.unwrap_or_else(fresh_seed);
-        let params = SamplingParams {
-            temperature: request.temperature,
-            top_k: request.top_k as usize,
-            top_p: request.top_p,
-            repetition_penalty: request.repetition_penalty,
-        };
-        for index in 0..copies {
-            let mut row = Row {
-                request: id,
-                index,
-                history: prompt.clone(),
-                prompt_len: prompt.len(),
-                generated: 0,
-                max_new_tokens: request.max_new_tokens,
-                min_new_tokens: request.min_new_tokens,
-                sampler: Sampler::new(params.clone(), seed.wrapping_add(index as u64)),
-                stream: TextStream::new(request.stop.clone(), request.stop_at_sentence_end),
-                released: String::new(),
-                finish: None,
-            };
-            let mut row_logits = logits[0].clone();
-            self.advance(&mut row, &mut row_logits);
-            self.rows.push(row);
+            });
         }
-        self.cache.join(&prefill_cache, copies);
+        let copies: Vec<usize> = group
+            .iter()
+            .map(|(job, _)| job.job.num_return_sequences)
+            .collect();
+        let prefilled = catch_unwind(AssertUnwindSafe(|| {
+            let prompts: Vec<&[i64]> = group.iter().map(|(_, prompt)| prompt.as_slice()).collect();
+            let prefilled = self.model.decoder.prefill(&prompts).repeat_rows(&copies);
+            logits_rows(&prefilled.logits).map(|logits| (logits, prefilled))
+        }));
+        let (mut logits, prefilled) = match prefilled {
+            Ok(Ok(done)) => done,
+            Ok(Err(message)) => return fail_group(&group, message),
+            Err(panic) => return fail_group(&group, panic_message(&panic)),
+        };
+        let mut row_logits = logits.iter_mut();
+        for (job, prompt) in group {
+            let id = self.next_request;
+            self.next_request += 1;
+            let request = job.job;
+            let copies = request.num_return_sequences;
+            self.requests.insert(
+                id,
+                Request {
+                    events: job.events,
+                    timing: job.timing,
+                    started: now,
+                    prompt_tokens: prompt.len(),
+                    completions: vec![None; copies],
+                    unfinished: copies,
+                    completion_tokens: 0,
+                },
+            );
+            let seed = request.seed.unwrap_or_else(fresh_seed);
+            let params = SamplingParams {
+                temperature: request.temperature,
+                top_k: request.top_k as usize,
+                top_p: request.top_p,
+                repetition_penalty: request.repetition_penalty,
+            };
+            for index in 0..copies {
+                let mut row = Row {
+                    request: id,
+                    index,
+                    history: prompt.clone(),
+                    prompt_len: prompt.len(),
+                    generated: 0,
+                    max_new_tokens: request.max_new_tokens,
+                    min_new_tokens: request.min_new_tokens,
+                    sampler: Sampler::new(params.clone(), seed.wrapping_add(index as u64)),
+                    stream: TextStream::new(request.stop.clone(), request.stop_at_sentence_end),
+                    released: String::new(),
+                    finish: None,
+                };
+                if let Some(logits) = row_logits.next() {
+                    self.advance(&mut row, logits);
+                }
+                self.rows.push(row);
+            }
+        }
+        self.cache.join(&prefilled);
     }
 
     /// Runs one decoding step for every running sequence.
@@ -417,6 +444,13 @@ impl Scheduler {
 
 fn fail(events: &UnboundedSender<GenerationEvent>, message: String) {
     let _ = events.send(GenerationEvent::Failed(PredictError::Failed(message)));
+}
+
+fn fail_group(group: &[(GenerationJob, Vec<i64>)], message: String) {
+    tracing::error!(task = %TASK, "prefill failed: {message}");
+    for (job, _) in group {
+        fail(&job.events, message.clone());
+    }
 }
 
 fn last_token(row: &Row) -> i64 {

@@ -21,7 +21,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(resource("/complete", web::post().to(complete::complete)))
         .service(resource("/qa", web::post().to(qa::answer)))
-        .service(resource("/qa/document", web::get().to(qa::reference_document)))
+        .service(resource(
+            "/qa/document",
+            web::get().to(qa::reference_document),
+        ))
         .service(resource("/translate", web::post().to(translate::translate)))
         .service(resource("/health", web::get().to(health::health)))
         .service(resource("/ready", web::get().to(health::ready)))

@@ -121,8 +121,14 @@ fn the_playground_page_and_its_assets_are_served() {
     ] {
         let response = app().get(path);
         assert_eq!(response.status(), 200, "{path}");
-        let served_type = response.headers()["content-type"].to_str().expect("ascii").to_string();
-        assert!(served_type.starts_with(content_type), "{path}: {served_type}");
+        let served_type = response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert!(
+            served_type.starts_with(content_type),
+            "{path}: {served_type}"
+        );
         assert!(response.text().expect("text").contains(marker), "{path}");
     }
 }
