@@ -104,7 +104,7 @@ clean-models:
 ## Benchmarks against the Python baseline (transformers + FastAPI) on full-size
 ## model shapes; writes bench/results/{summary.json,report.md,latency.png}.
 bench: build bench-deps bench/models/full/.generated
-	$(BENCH_PYTHON) bench/run.py --models bench/models/full --out bench/results
+	$(BENCH_PYTHON) bench/run.py --models bench/models/full --out bench/results $(if $(PREVIOUS),--previous $(PREVIOUS))
 
 ## The same harness on small models, a few seconds of load (part of make test).
 bench-smoke: build bench-deps bench/models/small/.generated

@@ -248,9 +248,8 @@ def precision_report(binary, models, smoke):
     return json.loads(output)
 
 
-def previous_results(out):
-    """The nlp-serve rows of the run this one replaces, for the change table."""
-    path = out / "summary.json"
+def previous_results(path):
+    """The nlp-serve rows of an earlier run, for the change table."""
     if not path.exists():
         return None
     previous = json.loads(path.read_text())
@@ -265,7 +264,7 @@ def run(args):
     models = args.models.resolve()
     config = args.out / "nlp-serve.toml"
     write_service_config(config, models, args.threads)
-    previous = previous_results(args.out)
+    previous = previous_results(args.previous or args.out / "summary.json")
     print("measuring the machine", flush=True)
     limits = machine_limits(args.threads)
     inputs = build_inputs(models)
@@ -561,6 +560,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--previous", type=pathlib.Path,
+                        help="summary.json of the run to compare with (default: the one in --out)")
     args = parser.parse_args()
     summary = run(args)
     failed = [e for e in summary["results"] if e["ok"] != e["requests"]]
