@@ -23,7 +23,9 @@ CARGO_BUILD := cargo build --release --locked
 BENCH_VENV := bench/.venv
 BENCH_PYTHON := $(CURDIR)/$(BENCH_VENV)/bin/python
 
-.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots
+.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots ops-check overload overload-smoke
+
+OPS_VENV := build/ops-venv
 
 E2E := build/e2e
 PLAYWRIGHT_VERSION := 1.65.1
@@ -40,6 +42,8 @@ test: $(VENV)/.installed tiny-models
 	cargo clippy --release --locked --all-targets -- -D warnings
 	cargo test --release --locked
 	$(MAKE) e2e
+	$(MAKE) ops-check
+	$(MAKE) overload-smoke
 	$(MAKE) bench-smoke
 
 ## End-to-end tests of the page at / in headless Chromium (Debian's package,
@@ -55,6 +59,24 @@ $(E2E)/.installed:
 	echo '{"private": true}' > $(E2E)/package.json
 	cd $(E2E) && npm install --silent --no-audit --no-fund playwright-core@$(PLAYWRIGHT_VERSION)
 	touch $@
+
+## promtool on the Prometheus files and /metrics, a real Prometheus scraping the
+## service, and the Kubernetes manifests against the schemas.
+ops-check: build tiny-models $(OPS_VENV)/.installed
+	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+	PATH=$(CURDIR)/$(OPS_VENV)/bin:$$PATH tests/ops/check.sh
+
+$(OPS_VENV)/.installed:
+	$(PYTHON) -m venv $(OPS_VENV)
+	$(OPS_VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+	touch $@
+
+## Far past capacity and back: only 200/429, bounded p99, flat memory,
+## immediate recovery. The bounded run is part of `make test`.
+overload-smoke: build tiny-models
+	$(PYTHON) bench/overload.py --out build/overload --duration 10
+overload: build tiny-models
+	$(PYTHON) bench/overload.py --out bench/results --duration 60
 
 ## Refresh the README's screenshots from the last e2e run.
 screenshots: e2e

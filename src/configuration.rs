@@ -22,6 +22,30 @@ pub struct Settings {
     pub completion: CompletionSettings,
     pub qa: QaSettings,
     pub translation: TranslationSettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub cors: CorsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub api_keys: Vec<String>,
+    pub protect_operations: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    pub allowed_origins: Vec<String>,
+    pub max_age_secs: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -69,6 +93,7 @@ pub enum DeviceSetting {
 pub struct RuntimeSettings {
     pub torch_threads: i32,
     pub retain_freed_memory: bool,
+    pub fault_injection: bool,
     pub device: DeviceSetting,
 }
 
@@ -182,7 +207,10 @@ impl Settings {
                 config::Environment::with_prefix("NLP_SERVE")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("auth.api_keys")
+                    .with_list_parse_key("cors.allowed_origins"),
             );
             if let Ok(port) = std::env::var("PORT") {
                 builder = builder.set_override("server.port", port)?;

@@ -1,7 +1,7 @@
 //! `ApiError`: every way a request can fail, mapped to an HTTP status and the
 //! JSON error body in this one place.
 
-use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
@@ -29,6 +29,10 @@ pub enum ApiError {
     Inference(String),
     #[error("the request's deadline (x-timeout-ms) passed before the model could answer")]
     DeadlineExceeded,
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("too many requests from this client; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
 }
 
 impl ApiError {
@@ -43,6 +47,8 @@ impl ApiError {
             ApiError::NotReady { .. } => "model_not_ready",
             ApiError::Inference(_) => "inference_error",
             ApiError::DeadlineExceeded => "deadline_exceeded",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -66,13 +72,24 @@ impl ResponseError for ApiError {
             ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::QueueFull { .. } | ApiError::NotReady { .. }) {
-            response.insert_header((RETRY_AFTER, HeaderValue::from_static("1")));
+        match self {
+            ApiError::QueueFull { .. } | ApiError::NotReady { .. } => {
+                response.insert_header((RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            ApiError::Unauthorized(_) => {
+                response.insert_header((WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            _ => {}
         }
         response.json(ErrorResponse::from(self))
     }

@@ -5,6 +5,7 @@
 //! back. `api` holds the wire types and the OpenAPI document; `error` maps
 //! every failure to HTTP in one place.
 
+pub mod access;
 pub mod allocator;
 pub mod api;
 pub mod configuration;

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use nlp_serve::api::openapi::openapi_json;
 use nlp_serve::configuration::{Settings, SettingsSources};
 use nlp_serve::engine::LoadError;
+use nlp_serve::model_source;
+use nlp_serve::predictors::{completion, question_answering, translation};
 use nlp_serve::startup::{Application, StartupError};
 use nlp_serve::telemetry;
 
@@ -41,6 +43,18 @@ enum Command {
     Serve,
     /// Print the OpenAPI document.
     Openapi,
+    /// Model files.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Download the files of every enabled model into the hub cache (for
+    /// image builds and air-gapped hosts), then exit.
+    Fetch,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +77,12 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.logging);
+    if let Some(Command::Models {
+        action: ModelsAction::Fetch,
+    }) = cli.command
+    {
+        return fetch_models(&settings);
+    }
     let result = actix_web::rt::System::new().block_on(async {
         let application = Application::build(settings)?;
         tracing::info!(port = application.port(), "listening");
@@ -87,4 +107,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves every enabled model's files, downloading what the cache lacks.
+fn fetch_models(settings: &Settings) -> ExitCode {
+    let tasks = [
+        (
+            "completion",
+            &settings.completion.model,
+            &completion::FILES[..],
+        ),
+        ("qa", &settings.qa.model, &question_answering::FILES[..]),
+        (
+            "translation",
+            &settings.translation.model,
+            &translation::FILES[..],
+        ),
+    ];
+    for (task, model, files) in tasks {
+        if !model.enabled {
+            continue;
+        }
+        match model_source::resolve(model, &settings.hub, files) {
+            Ok(resolved) => println!("{task}: {} ready", resolved.source),
+            Err(error) => {
+                eprintln!("error: {task}: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

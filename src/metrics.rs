@@ -29,6 +29,7 @@ pub struct Metrics {
     model_ready: IntGaugeVec,
     active_sequences: IntGaugeVec,
     abandoned_requests: IntCounterVec,
+    queue_capacity: IntGaugeVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -124,6 +125,14 @@ impl Metrics {
                 &["task", "reason"],
             )
             .expect("metric definition is valid"),
+            queue_capacity: IntGaugeVec::new(
+                Opts::new(
+                    "queue_capacity",
+                    "Requests each task's queue holds before answering 429.",
+                ),
+                &["task"],
+            )
+            .expect("metric definition is valid"),
             registry,
         };
         metrics.register_all();
@@ -141,7 +150,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.request_duration.clone()),
@@ -154,6 +163,7 @@ impl Metrics {
             Box::new(self.model_ready.clone()),
             Box::new(self.active_sequences.clone()),
             Box::new(self.abandoned_requests.clone()),
+            Box::new(self.queue_capacity.clone()),
         ];
         for collector in collectors {
             self.registry
@@ -203,6 +213,14 @@ impl Metrics {
     pub fn abandoned(&self, task: Task, reason: &str) -> IntCounter {
         self.abandoned_requests
             .with_label_values(&[task.name(), reason])
+    }
+
+    pub fn queue_capacity(&self, task: Task) -> IntGauge {
+        self.queue_capacity.with_label_values(&[task.name()])
+    }
+
+    pub fn model_unready(&self, task: Task) {
+        self.model_ready.with_label_values(&[task.name()]).set(0);
     }
 
     pub fn model_loaded(&self, task: Task, elapsed: Duration) {

@@ -7,11 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
+use crate::access::{self, AccessControl};
+use crate::configuration::CorsSettings;
 use crate::configuration::{ModelSettings, Settings};
 use crate::engine::{worker, BatchShape, LoadError, LoadReport, Predictor, Task, TaskHandle};
 use crate::extract::BodyLimit;
@@ -66,6 +69,8 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         let server_settings = settings.server.clone();
+        let access = web::Data::new(AccessControl::new(&settings.auth, &settings.rate_limit));
+        let cors_settings = settings.cors.clone();
         let state = web::Data::new(AppState {
             settings,
             tasks,
@@ -75,9 +80,15 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(access.clone())
                 .app_data(BodyLimit(server_settings.max_body_bytes))
+                .wrap(from_fn(access::check))
                 .wrap(from_fn(middleware::observe))
                 .wrap(TracingLogger::default())
+                .wrap(Condition::new(
+                    !cors_settings.allowed_origins.is_empty(),
+                    cors(&cors_settings),
+                ))
                 .configure(routes::configure)
         })
         .workers(server_settings.workers.max(1))
@@ -126,6 +137,34 @@ impl Application {
     }
 }
 
+/// CORS for the configured origins. Other origins get no CORS headers (so
+/// browsers refuse them) but are not blocked: same-origin pages keep working.
+fn cors(settings: &CorsSettings) -> Cors {
+    let mut cors = Cors::default()
+        .block_on_origin_mismatch(false)
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::HeaderName::from_static("x-timeout-ms"),
+        ])
+        .expose_headers([
+            "x-request-id",
+            "x-queue-time",
+            "x-inference-time",
+            "retry-after",
+        ])
+        .max_age(settings.max_age_secs);
+    for origin in &settings.allowed_origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
+}
+
 fn read_reference(path: &Path) -> Result<ReferenceDocument, StartupError> {
     let text = std::fs::read_to_string(path).map_err(|error| StartupError::ReferenceDocument {
         path: path.display().to_string(),
@@ -162,6 +201,7 @@ fn start_tasks(
                 location: location(&qa.model),
                 device,
                 settings: qa.clone(),
+                fault_injection: settings.runtime.fault_injection,
             },
             metrics,
             &mut loads,

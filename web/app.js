@@ -30,7 +30,8 @@ async function errorMessage(response) {
   try { body = await response.json(); } catch (_) { /* not JSON */ }
   const detail = body.error || response.statusText || "no details";
   switch (response.status) {
-    case 429: return `The model is busy (queue full): ${detail}. Retry in ${response.headers.get("retry-after") || 1} s.`;
+    case 401: return `This server needs an API key (field at the top): ${detail}`;
+    case 429: return `Too busy or too many requests: ${detail}. Retry in ${response.headers.get("retry-after") || 1} s.`;
     case 422: return `Invalid input: ${detail}`;
     case 400: return `Malformed request: ${detail}`;
     case 413: return `The input is too large: ${detail}`;
@@ -47,8 +48,16 @@ function showError(id, message) {
 function networkMessage(error) {
   return `Cannot reach the server: ${error.message}`;
 }
+// ---------------------------------------------------------------- API key
+const keyInput = $("api-key");
+keyInput.value = sessionStorage.getItem("nlp-serve-key") || "";
+keyInput.addEventListener("change", () => sessionStorage.setItem("nlp-serve-key", keyInput.value));
+function headers(extra = {}) {
+  const key = keyInput.value.trim();
+  return key ? { ...extra, authorization: "Bearer " + key } : extra;
+}
 function postJson(path, body, signal) {
-  return fetch(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal });
+  return fetch(path, { method: "POST", headers: headers({ "content-type": "application/json" }), body: JSON.stringify(body), signal });
 }
 
 // ---------------------------------------------------------------- SSE over fetch
@@ -217,7 +226,7 @@ const qa = { document: null };
 async function loadDocument() {
   if (qa.document !== null) return;
   try {
-    const response = await fetch("/qa/document");
+    const response = await fetch("/qa/document", { headers: headers() });
     if (!response.ok) { showError("qa-error", await errorMessage(response)); return; }
     qa.document = await response.json();
     $("qa-document-label").textContent = `Reference document: ${qa.document.name}`;

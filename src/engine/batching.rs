@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::worker::{panic_message, LoadReport, Timing, Worker};
-use super::{PredictError, Predictor, SubmitError, Task};
+use super::worker::{panic_message, LoadReport, ModelStatus, Timing, Worker};
+use super::{LoadError, PredictError, Predictor, SubmitError, Task};
 use crate::metrics::Metrics;
 
 /// An answer and where its time went.
@@ -23,9 +23,11 @@ pub struct Answered<O> {
     pub inference_time: Duration,
 }
 
+type Reply<O> = oneshot::Sender<Result<Answered<O>, PredictError>>;
+
 pub struct BatchJob<R, O> {
     request: R,
-    reply: oneshot::Sender<Result<Answered<O>, PredictError>>,
+    reply: Reply<O>,
     timing: Timing,
 }
 
@@ -52,15 +54,25 @@ impl<R: Send + 'static, O: Send + 'static> Worker<BatchJob<R, O>> {
         P: Predictor<Request = R, Output = O> + 'static,
     {
         let serve_metrics = metrics.clone();
+        let reload_config = config.clone();
         Worker::spawn(
             task,
             queue_size,
             metrics,
             move || P::init(config),
-            move |predictor: P, receiver| {
-                let predictor: Box<dyn Predictor<Config = P::Config, Request = R, Output = O>> =
-                    Box::new(predictor);
-                serve(task, predictor, receiver, shape, &serve_metrics)
+            move |predictor: P, receiver, status| {
+                let reload = move || -> Result<Model<P::Config, R, O>, LoadError> {
+                    Ok(Box::new(P::init(reload_config.clone())?))
+                };
+                serve(
+                    task,
+                    Box::new(predictor),
+                    reload,
+                    receiver,
+                    shape,
+                    &serve_metrics,
+                    &status,
+                )
             },
         )
     }
@@ -113,12 +125,19 @@ fn next_batch<J>(receiver: &Receiver<J>, shape: BatchShape) -> Option<Vec<J>> {
     Some(jobs)
 }
 
-fn serve<R: Send + 'static, O: Send + 'static, C: Send + 'static>(
+type Model<C, R, O> = Box<dyn Predictor<Config = C, Request = R, Output = O>>;
+
+/// How long to wait before loading a model again after a failed reload.
+const RELOAD_RETRY: Duration = Duration::from_secs(1);
+
+fn serve<R: Send + 'static, O: Send + 'static, C: Clone + Send + 'static>(
     task: Task,
-    mut predictor: Box<dyn Predictor<Config = C, Request = R, Output = O>>,
+    mut predictor: Model<C, R, O>,
+    reload: impl Fn() -> Result<Model<C, R, O>, LoadError>,
     receiver: Receiver<BatchJob<R, O>>,
     shape: BatchShape,
     metrics: &Metrics,
+    status: &ModelStatus,
 ) {
     while let Some(mut jobs) = next_batch(&receiver, shape) {
         metrics.queue_depth(task).sub(jobs.len() as i64);
@@ -141,7 +160,7 @@ fn serve<R: Send + 'static, O: Send + 'static, C: Send + 'static>(
             continue;
         }
         let batch_started = Instant::now();
-        let mut waiting = Vec::with_capacity(jobs.len());
+        let mut waiting: Vec<(Reply<O>, Duration)> = Vec::with_capacity(jobs.len());
         let mut requests = Vec::with_capacity(jobs.len());
         for job in jobs {
             let queued = batch_started.duration_since(job.timing.enqueued);
@@ -168,8 +187,13 @@ fn serve<R: Send + 'static, O: Send + 'static, C: Send + 'static>(
             }
             Err(panic) => {
                 let message = panic_message(&panic);
-                tracing::error!(task = %task, "predictor panicked: {message}");
-                failures(&message, batch_size)
+                tracing::error!(task = %task, "predictor panicked: {message}; reloading the model");
+                // Answer first: nobody waits for the reload.
+                for (reply, _) in waiting.drain(..) {
+                    let _ = reply.send(Err(PredictError::Failed(message.clone())));
+                }
+                predictor = reload_until_loaded(task, &reload, status);
+                continue;
             }
         };
         for ((reply, queue_time), result) in waiting.into_iter().zip(results) {
@@ -179,6 +203,31 @@ fn serve<R: Send + 'static, O: Send + 'static, C: Send + 'static>(
                 inference_time,
             }));
         }
+    }
+}
+
+/// A panic may leave a model's state broken: load it again, with `/ready`
+/// at 503 meanwhile. Requests keep queueing (and get 429 when it is full).
+fn reload_until_loaded<M>(
+    task: Task,
+    reload: &impl Fn() -> Result<M, LoadError>,
+    status: &ModelStatus,
+) -> M {
+    status.reloading();
+    loop {
+        let started = Instant::now();
+        match catch_unwind(AssertUnwindSafe(reload)) {
+            Ok(Ok(model)) => {
+                tracing::info!(task = %task, seconds = started.elapsed().as_secs_f64(), "model reloaded");
+                status.ready(started.elapsed());
+                return model;
+            }
+            Ok(Err(error)) => tracing::error!(task = %task, "reloading the model failed: {error}"),
+            Err(panic) => {
+                tracing::error!(task = %task, "reloading the model panicked: {}", panic_message(&panic))
+            }
+        }
+        std::thread::sleep(RELOAD_RETRY);
     }
 }
 

@@ -11,4 +11,4 @@ pub mod worker;
 pub use batching::{Answered, BatchShape, TaskHandle};
 pub use predictor::{LoadError, PredictError, Predictor};
 pub use task::Task;
-pub use worker::{LoadReport, SubmitError, Timing, Worker};
+pub use worker::{LoadReport, ModelStatus, SubmitError, Timing, Worker};

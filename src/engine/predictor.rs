@@ -6,8 +6,9 @@
 /// predictor needs to be neither `Send` nor `Sync` (rust-bert models are not
 /// `Sync`). The worker holds it as a trait object.
 pub trait Predictor {
-    /// Everything `init` needs: model files and task settings.
-    type Config: Send + 'static;
+    /// Everything `init` needs: model files and task settings (kept, so a
+    /// model that panicked can be loaded again).
+    type Config: Clone + Send + 'static;
     /// One validated request.
     type Request: Send + 'static;
     /// The answer to one request.

@@ -69,6 +69,26 @@ impl Timing {
     }
 }
 
+/// The worker's side of the model state that `/ready` reports.
+pub struct ModelStatus {
+    task: Task,
+    state: Arc<AtomicU8>,
+    metrics: Arc<Metrics>,
+}
+
+impl ModelStatus {
+    /// The model is being loaded again: `/ready` answers 503 meanwhile.
+    pub fn reloading(&self) {
+        self.state.store(LOADING, Ordering::SeqCst);
+        self.metrics.model_unready(self.task);
+    }
+
+    pub fn ready(&self, elapsed: Duration) {
+        self.metrics.model_loaded(self.task, elapsed);
+        self.state.store(READY, Ordering::SeqCst);
+    }
+}
+
 /// The caller's side of a worker: cheap to clone, shared by HTTP workers.
 pub struct Worker<J> {
     pub task: Task,
@@ -103,9 +123,10 @@ impl<J: Send + 'static> Worker<J> {
     ) -> std::io::Result<(Self, LoadReport)>
     where
         L: FnOnce() -> Result<M, LoadError> + Send + 'static,
-        S: FnOnce(M, Receiver<J>) + Send + 'static,
+        S: FnOnce(M, Receiver<J>, ModelStatus) + Send + 'static,
     {
         let (sender, receiver) = mpsc::sync_channel(queue_size);
+        metrics.queue_capacity(task).set(queue_size as i64);
         let (loaded_tx, loaded_rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(LOADING));
         let worker = Worker {
@@ -130,7 +151,12 @@ impl<J: Send + 'static> Worker<J> {
                         metrics.model_loaded(task, elapsed);
                         state.store(READY, Ordering::SeqCst);
                         let _ = loaded_tx.send(Ok(elapsed));
-                        serve(model, receiver);
+                        let status = ModelStatus {
+                            task,
+                            state,
+                            metrics,
+                        };
+                        serve(model, receiver, status);
                     }
                     Err(error) => {
                         state.store(FAILED, Ordering::SeqCst);

@@ -35,7 +35,11 @@ pub fn spawn(
         queue_size,
         metrics,
         move || CompletionModel::load(config),
-        move |model, receiver| Scheduler::new(model, limits, scheduler_metrics).run(receiver),
+        // A panic inside a decoding step fails the running requests and resets
+        // the cache; the weights are read-only, so no reload is needed.
+        move |model, receiver, _status| {
+            Scheduler::new(model, limits, scheduler_metrics).run(receiver)
+        },
     )
 }
 

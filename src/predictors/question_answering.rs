@@ -23,11 +23,17 @@ pub const FILES: [FileWanted; 4] = [
     FileWanted::optional(&["tokenizer_config.json"]),
 ];
 
+#[derive(Clone)]
 pub struct QaConfig {
     pub location: ModelLocation,
     pub device: Device,
     pub settings: QaSettings,
+    /// Testing only: the question FAULT_QUESTION makes `predict` panic.
+    pub fault_injection: bool,
 }
+
+/// With `[runtime] fault_injection`, this question panics inside the model.
+pub const FAULT_QUESTION: &str = "__panic__";
 
 /// A validated question.
 #[derive(Debug, Clone)]
@@ -49,6 +55,7 @@ pub struct AnswerSpan {
 pub struct QaPredictor {
     model: QuestionAnsweringModel,
     window_batch_size: usize,
+    fault_injection: bool,
 }
 
 impl Predictor for QaPredictor {
@@ -87,10 +94,14 @@ impl Predictor for QaPredictor {
         Ok(QaPredictor {
             model,
             window_batch_size: settings.window_batch_size.max(1),
+            fault_injection: config.fault_injection,
         })
     }
 
     fn predict(&mut self, batch: Vec<QaJob>) -> Vec<Result<Vec<AnswerSpan>, PredictError>> {
+        if self.fault_injection && batch.iter().any(|job| job.question == FAULT_QUESTION) {
+            panic!("fault injection: the question was {FAULT_QUESTION}");
+        }
         let top_k = batch.iter().map(|job| job.top_k).max().unwrap_or(1).max(1);
         let inputs: Vec<QaInput> = batch
             .iter()

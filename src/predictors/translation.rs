@@ -19,6 +19,7 @@ pub const FILES: [FileWanted; 4] = [
     FileWanted::required(&["source.spm"]),
 ];
 
+#[derive(Clone)]
 pub struct TranslationModelConfig {
     pub location: ModelLocation,
     pub device: Device,

@@ -1,0 +1,218 @@
+//! Access control and recovery, each on a server of its own: API keys,
+//! per-client rate limits, CORS, and a QA model that panics mid-batch.
+
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use helpers::{assert_error, read, spawn_app, tiny_settings, TestApp};
+
+fn started(configure: impl FnOnce(&mut nlp_serve::configuration::Settings)) -> TestApp {
+    let mut settings = tiny_settings();
+    configure(&mut settings);
+    let app = spawn_app(settings);
+    app.wait_ready();
+    app
+}
+
+fn post_with(app: &TestApp, path: &str, key: Option<&str>) -> reqwest::blocking::Response {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .json(&json!({"text": "Hello."}));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().expect("answered")
+}
+
+#[test]
+fn api_keys_guard_the_models_but_not_the_probes() {
+    let app = started(|s| s.auth.api_keys = vec!["key-one".into(), "key-two".into()]);
+    let response = post_with(&app, "/translate", None);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let (status, body) = read(response);
+    assert_error(status, &body, 401, "unauthorized");
+    let (status, body) = read(post_with(&app, "/translate", Some("key-three")));
+    assert_error(status, &body, 401, "unauthorized");
+    let (status, body) = read(post_with(&app, "/translate", Some("key-two")));
+    assert_eq!(status, 200, "{body}");
+    for open in [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/",
+        "/api-docs/openapi.json",
+    ] {
+        assert_eq!(app.get(open).status(), 200, "{open}");
+    }
+    // Denied requests are counted like any other.
+    let metrics = app.get("/metrics").text().expect("metrics");
+    assert!(
+        metrics.contains("route=\"/translate\",status=\"401\""),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn operations_endpoints_can_be_protected_too() {
+    let mut settings = tiny_settings();
+    settings.auth.api_keys = vec!["secret".into()];
+    settings.auth.protect_operations = true;
+    let app = spawn_app(settings);
+    let ready = || {
+        app.client
+            .get(app.url("/ready"))
+            .bearer_auth("secret")
+            .send()
+            .map(|response| response.status() == 200)
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "never ready");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(app.get("/ready").status(), 401);
+    assert_eq!(app.get("/metrics").status(), 401);
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("secret")
+        .send()
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+}
+
+#[test]
+fn each_client_gets_its_own_rate_limit() {
+    let app = started(|s| {
+        s.auth.api_keys = vec!["a".into(), "b".into()];
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 2;
+    });
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| post_with(&app, "/translate", Some("a")).status().as_u16())
+        .collect();
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
+    let limited = post_with(&app, "/translate", Some("a"));
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry_after));
+    let (status, body) = read(limited);
+    assert_error(status, &body, 429, "rate_limited");
+    // Key "b" is another client.
+    assert_eq!(post_with(&app, "/translate", Some("b")).status(), 200);
+}
+
+#[test]
+fn cors_answers_only_configured_origins() {
+    let app = started(|s| s.cors.allowed_origins = vec!["https://app.example".into()]);
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/complete"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, authorization",
+        )
+        .send()
+        .expect("answered");
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let other = app
+        .client
+        .post(app.url("/translate"))
+        .header("origin", "https://evil.example")
+        .json(&json!({"text": "Hi."}))
+        .send()
+        .expect("answered");
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    // Off by default: no CORS headers at all.
+    let plain = started(|_| {});
+    let response = plain
+        .client
+        .post(plain.url("/translate"))
+        .header("origin", "https://app.example")
+        .json(&json!({"text": "Hi."}))
+        .send()
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    assert!(!response
+        .headers()
+        .contains_key("access-control-allow-origin"));
+}
+
+#[test]
+fn a_panicking_model_fails_its_batch_reloads_and_serves_again() {
+    let app = std::sync::Arc::new(started(|s| {
+        s.runtime.fault_injection = true;
+        s.qa.model.max_batch_wait_ms = 50;
+    }));
+    // A poisoned question and good ones, sent together so they share a batch.
+    let handles: Vec<_> = ["__panic__", "What is learning?", "What is data?"]
+        .into_iter()
+        .map(|question| {
+            let app = app.clone();
+            thread::spawn(move || {
+                let started = Instant::now();
+                let answer = app.post("/qa", &json!({"question": question}));
+                (question, answer, started.elapsed())
+            })
+        })
+        .collect();
+    let mut saw_not_ready = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let results: Vec<_> = loop {
+        if app.get("/ready").status() == 503 {
+            saw_not_ready = true;
+        }
+        if handles.iter().all(|handle| handle.is_finished()) {
+            break handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "a request hangs");
+        thread::sleep(Duration::from_millis(2));
+    };
+    for (question, (status, body), _) in &results {
+        if *question == "__panic__" {
+            assert_error(*status, body, 500, "inference_error");
+        } else {
+            assert!([200, 500].contains(status), "{question}: {status} {body}");
+        }
+    }
+    // The model comes back: /ready returns to 200 and questions are answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match app.get("/ready").status().as_u16() {
+            200 => break,
+            503 => saw_not_ready = true,
+            other => panic!("/ready answered {other}"),
+        }
+        assert!(Instant::now() < deadline, "the model never came back");
+        thread::sleep(Duration::from_millis(2));
+    }
+    assert!(saw_not_ready, "/ready never showed the model reloading");
+    let (status, body) = app.post("/qa", &json!({"question": "What is learning?"}));
+    assert_eq!(status, 200, "{body}");
+    let metrics = app.get("/metrics").text().expect("metrics");
+    assert!(
+        metrics.contains("nlp_serve_model_ready{task=\"qa\"} 1"),
+        "{metrics}"
+    );
+}
