@@ -23,7 +23,7 @@ CARGO_BUILD := cargo build --release --locked
 BENCH_VENV := bench/.venv
 BENCH_PYTHON := $(CURDIR)/$(BENCH_VENV)/bin/python
 
-.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots ops-check overload overload-smoke
+.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots ops-check overload overload-smoke fuzz
 
 OPS_VENV := build/ops-venv
 
@@ -68,8 +68,13 @@ ops-check: build tiny-models $(OPS_VENV)/.installed
 
 $(OPS_VENV)/.installed:
 	$(PYTHON) -m venv $(OPS_VENV)
-	$(OPS_VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+	$(OPS_VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 schemathesis==4.32.5
 	touch $@
+
+## A longer fuzzing run (ops-check runs 100 examples per operation).
+fuzz: build tiny-models $(OPS_VENV)/.installed
+	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+	FUZZ_EXAMPLES=2000 PATH=$(CURDIR)/$(OPS_VENV)/bin:$$PATH tests/ops/check.sh
 
 ## Far past capacity and back: only 200/429, bounded p99, flat memory,
 ## immediate recovery. The bounded run is part of `make test`.

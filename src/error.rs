@@ -1,7 +1,7 @@
 //! `ApiError`: every way a request can fail, mapped to an HTTP status and the
 //! JSON error body in this one place.
 
-use actix_web::http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{HeaderValue, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
@@ -20,7 +20,11 @@ pub enum ApiError {
     #[error("no route for {method} {path}; see /docs/ for the API")]
     NotFound { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: &'static str,
+    },
     #[error("the {task} model is busy: its queue is full, retry shortly")]
     QueueFull { task: Task },
     #[error("the {task} model is not ready: {reason}")]
@@ -71,7 +75,8 @@ impl ResponseError for ApiError {
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            // A 4xx: the client chose the deadline; the server did not fail.
+            ApiError::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -88,6 +93,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unauthorized(_) => {
                 response.insert_header((WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((ALLOW, HeaderValue::from_static(allow)));
             }
             _ => {}
         }

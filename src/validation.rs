@@ -94,6 +94,9 @@ fn at_most_chars(field: &'static str, text: &str, limit: usize) -> Result<(), Va
     Ok(())
 }
 
+/// Largest accepted top_k (larger values filter nothing anyway).
+pub const MAX_TOP_K: u32 = 1_000_000;
+
 pub fn completion(
     request: &CompleteRequest,
     settings: &CompletionSettings,
@@ -126,7 +129,20 @@ pub fn completion(
             got: top_p,
         });
     }
-    let top_k = request.top_k.unwrap_or(50);
+    let top_k = in_range(
+        "top_k",
+        request.top_k.unwrap_or(50) as f64,
+        0.0,
+        MAX_TOP_K as f64,
+    )? as u32;
+    if let Some(seed) = request.seed.filter(|&seed| seed > i64::MAX as u64) {
+        return Err(ValidationError::OutOfRange {
+            field: "seed",
+            min: 0.0,
+            max: i64::MAX as f64,
+            got: seed as f64,
+        });
+    }
     let repetition_penalty = in_range(
         "repetition_penalty",
         request.repetition_penalty.unwrap_or(1.0),

@@ -36,7 +36,7 @@ async function errorMessage(response) {
     case 400: return `Malformed request: ${detail}`;
     case 413: return `The input is too large: ${detail}`;
     case 503: return `The model is not ready: ${detail}`;
-    case 504: return `Took too long: ${detail}`;
+    case 408: return `Took too long: ${detail}`;
     default: return `Error ${response.status}: ${detail}`;
   }
 }

@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 })))]
 pub struct CompleteRequest {
     /// The text to continue; must not be empty.
+    #[schema(min_length = 1)]
     pub prompt: String,
     /// How many tokens to generate at most (default and cap set by the server).
     #[schema(minimum = 1)]
@@ -31,6 +32,7 @@ pub struct CompleteRequest {
     #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f64>,
     /// Sample only from the k most likely tokens; 0 disables the filter. Default 50.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub top_k: Option<u32>,
     /// Penalty for repeating tokens, 1 to 10; 1 means none. Default 1.
     #[schema(minimum = 1.0, maximum = 10.0)]
@@ -39,6 +41,7 @@ pub struct CompleteRequest {
     #[schema(minimum = 1)]
     pub num_return_sequences: Option<u32>,
     /// Random seed: the same seed and inputs give the same text.
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub seed: Option<u64>,
     /// Up to 4 strings; each completion ends before the first one it contains.
     pub stop: Option<Vec<String>>,
@@ -108,4 +111,23 @@ pub struct CompleteResponse {
     pub completions: Vec<Completion>,
     /// Token counts.
     pub usage: Usage,
+}
+
+/// The name of a streamed completion's event.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamEventName {
+    Token,
+    Done,
+    Error,
+}
+
+/// One Server-Sent Event of a streamed completion.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StreamEvent {
+    /// `token` (several), then one `done` or `error`.
+    pub event: StreamEventName,
+    /// JSON: a `StreamToken` for `token`, the whole `CompleteResponse` for
+    /// `done`, an `ErrorResponse` for `error`.
+    pub data: String,
 }

@@ -13,7 +13,8 @@ pub struct ErrorResponse {
     /// A human-readable message; names the offending field where there is one.
     pub error: String,
     /// A stable machine-readable class: malformed_json, validation_error, payload_too_large,
-    /// not_found, method_not_allowed, queue_full, model_not_ready, inference_error, deadline_exceeded.
+    /// not_found, method_not_allowed, queue_full, model_not_ready, inference_error, deadline_exceeded,
+    /// unauthorized, rate_limited.
     #[serde(rename = "type")]
     pub kind: String,
 }

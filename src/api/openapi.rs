@@ -23,6 +23,8 @@ use super::{complete, error, health, qa, translate};
     components(schemas(
         complete::CompleteRequest,
         complete::StreamToken,
+        complete::StreamEvent,
+        complete::StreamEventName,
         complete::CompleteResponse,
         complete::Completion,
         complete::FinishReason,

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 })))]
 pub struct QaRequest {
     /// The question; must not be empty.
+    #[schema(min_length = 1)]
     pub question: String,
     /// The text to answer from. When absent, the server's reference document is used.
     pub context: Option<String>,

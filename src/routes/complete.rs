@@ -10,7 +10,7 @@ use futures_util::stream;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::api::complete::{
-    CompleteRequest, CompleteResponse, Completion, FinishReason, StreamToken, Usage,
+    CompleteRequest, CompleteResponse, Completion, FinishReason, StreamEvent, StreamToken, Usage,
 };
 use crate::api::error::ErrorResponse;
 use crate::engine::SubmitError;
@@ -33,12 +33,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
     path = "/complete",
     tag = "completion",
     request_body = CompleteRequest,
-    params(("x-timeout-ms" = Option<u64>, Header, description = "Deadline in milliseconds: past it, generation stops and returns what it has (finish_reason \"deadline\"), or 504 if it had not started")),
+    params(("x-timeout-ms" = Option<u64>, Header, description = "Deadline in milliseconds: past it, generation stops and returns what it has (finish_reason \"deadline\"), or 408 if it had not started", minimum = 1, maximum = 86400000)),
     responses(
         (status = 200, description = "Completions; with `stream: true`, Server-Sent Events: `token` events (StreamToken), then `done` (CompleteResponse) or `error` (ErrorResponse)",
             content(
                 (CompleteResponse = "application/json"),
-                (StreamToken = "text/event-stream"),
+                (StreamEvent = "text/event-stream"),
             ),
             headers(("x-queue-time" = String, description = "Milliseconds spent queued"),
                     ("x-inference-time" = String, description = "Milliseconds from admission to the last token (not sent when streaming)"))),
@@ -47,7 +47,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
         (status = 422, description = "Invalid field", body = ErrorResponse),
         (status = 429, description = "Queue full", body = ErrorResponse),
         (status = 503, description = "Model not ready", body = ErrorResponse),
-        (status = 504, description = "Deadline passed before generation started", body = ErrorResponse),
+        (status = 408, description = "Deadline passed before generation started", body = ErrorResponse),
     )
 )]
 pub async fn complete(

@@ -11,9 +11,13 @@ pub async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
     })
 }
 
-pub async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn method_not_allowed(
+    request: HttpRequest,
+    allow: &'static str,
+) -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed {
         method: request.method().to_string(),
         path: request.path().to_string(),
+        allow,
     })
 }

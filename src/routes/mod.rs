@@ -19,26 +19,44 @@ use crate::api::openapi::ApiDoc;
 /// Registers every route; unknown paths and methods get JSON 404/405.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(resource("/complete", web::post().to(complete::complete)))
-        .service(resource("/qa", web::post().to(qa::answer)))
+        .service(resource(
+            "/complete",
+            "POST",
+            web::post().to(complete::complete),
+        ))
+        .service(resource("/qa", "POST", web::post().to(qa::answer)))
         .service(resource(
             "/qa/document",
+            "GET",
             web::get().to(qa::reference_document),
         ))
-        .service(resource("/translate", web::post().to(translate::translate)))
-        .service(resource("/health", web::get().to(health::health)))
-        .service(resource("/ready", web::get().to(health::ready)))
-        .service(resource("/metrics", web::get().to(metrics::metrics)))
-        .service(resource("/", web::get().to(page::index)))
-        .service(resource("/static/app.js", web::get().to(page::script)))
-        .service(resource("/static/app.css", web::get().to(page::stylesheet)))
+        .service(resource(
+            "/translate",
+            "POST",
+            web::post().to(translate::translate),
+        ))
+        .service(resource("/health", "GET", web::get().to(health::health)))
+        .service(resource("/ready", "GET", web::get().to(health::ready)))
+        .service(resource("/metrics", "GET", web::get().to(metrics::metrics)))
+        .service(resource("/", "GET", web::get().to(page::index)))
+        .service(resource(
+            "/static/app.js",
+            "GET",
+            web::get().to(page::script),
+        ))
+        .service(resource(
+            "/static/app.css",
+            "GET",
+            web::get().to(page::stylesheet),
+        ))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()))
         .default_service(web::to(fallback::not_found));
 }
 
-/// A path served by one route; other methods on it get 405.
-fn resource(path: &str, route: Route) -> Resource {
-    web::resource(path)
-        .route(route)
-        .default_service(web::to(fallback::method_not_allowed))
+/// A path served by one route (`allow` is its method); other methods on it
+/// get 405 with an `Allow` header.
+fn resource(path: &str, allow: &'static str, route: Route) -> Resource {
+    web::resource(path).route(route).default_service(web::to(
+        move |request: actix_web::HttpRequest| fallback::method_not_allowed(request, allow),
+    ))
 }

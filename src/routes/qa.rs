@@ -17,7 +17,7 @@ use crate::validation;
     path = "/qa",
     tag = "question answering",
     request_body = QaRequest,
-    params(("x-timeout-ms" = Option<u64>, Header, description = "Deadline in milliseconds; past it the request is dropped with 504")),
+    params(("x-timeout-ms" = Option<u64>, Header, description = "Deadline in milliseconds; past it the request is dropped with 408", minimum = 1, maximum = 86400000)),
     responses(
         (status = 200, description = "Answers, best first", body = QaResponse,
             headers(("x-queue-time" = String, description = "Milliseconds spent queued"),
@@ -27,7 +27,7 @@ use crate::validation;
         (status = 422, description = "Invalid field", body = ErrorResponse),
         (status = 429, description = "Queue full", body = ErrorResponse),
         (status = 503, description = "Model not ready", body = ErrorResponse),
-        (status = 504, description = "Deadline passed", body = ErrorResponse),
+        (status = 408, description = "Deadline passed", body = ErrorResponse),
     )
 )]
 pub async fn answer(

@@ -123,8 +123,8 @@ fn a_deadline_stops_the_work_and_says_so() {
             let generated = body["usage"]["completion_tokens"].as_u64().expect("count");
             assert!(generated < 250, "{body}");
         }
-        504 => {
-            assert_error(status, &body, 504, "deadline_exceeded");
+        408 => {
+            assert_error(status, &body, 408, "deadline_exceeded");
         }
         other => panic!("status {other}: {body}"),
     }
