@@ -278,3 +278,65 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     }
     assert_eq!(code, 0, "exit status after SIGTERM:\n{stderr}");
 }
+
+#[test]
+fn models_fetch_fills_the_cache_and_exits() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
+    let cache = temp_dir("fetch-cache");
+    let (endpoint, hub) = start_hub(models);
+    let child = hub_command(&endpoint, &cache, free_port())
+        .args(["models", "fetch"])
+        .spawn()
+        .expect("starts");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    for (repo, file) in [
+        ("tiny-org--gpt2", "rust_model.ot"),
+        ("tiny-org--distilbert-qa", "vocab.txt"),
+        ("tiny-org--marian-en-de", "source.spm"),
+    ] {
+        assert!(
+            cache.join(repo).join("main").join(file).is_file(),
+            "{repo}/{file}"
+        );
+    }
+    actix_web::rt::System::new().block_on(hub.stop(false));
+}
+
+#[test]
+fn api_keys_from_the_environment_work_and_are_never_logged() {
+    let port = free_port();
+    let mut child = command()
+        .args(["--profile", "tiny"])
+        .env("PORT", port.to_string())
+        .env(
+            "NLP_SERVE__AUTH__API_KEYS",
+            "first-secret-key,second-secret-key",
+        )
+        .env("NLP_SERVE__LOGGING__LEVEL", "debug")
+        .spawn()
+        .expect("starts");
+    wait_ready(&mut child, port);
+    let client = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{port}/translate");
+    let status = |key: Option<&str>| {
+        let mut request = client.post(&url).json(&serde_json::json!({"text": "Hi."}));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().expect("answered").status().as_u16()
+    };
+    assert_eq!(status(None), 401);
+    assert_eq!(status(Some("third-secret-key")), 401);
+    assert_eq!(status(Some("second-secret-key")), 200);
+    assert_eq!(status(Some("first-secret-key")), 200);
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("output");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(logs.contains("listening"), "the server logged: {logs}");
+    assert!(!logs.contains("secret-key"), "a key appeared in the logs");
+}
