@@ -139,3 +139,46 @@ fn overload_is_shed_at_once_with_429() {
         "a 429 took {slowest_shed:?}, longer than a whole generation ({fastest_served:?})"
     );
 }
+
+#[test]
+fn a_short_completion_does_not_wait_behind_a_long_one() {
+    let app = std::sync::Arc::new({
+        let app = spawn_app(tiny_settings());
+        app.wait_ready();
+        app
+    });
+    let mut long = app
+        .client
+        .post(app.url("/complete"))
+        .json(
+            &json!({"prompt": "A long story", "max_new_tokens": 240, "min_new_tokens": 240,
+                      "temperature": 0.8, "stream": true}),
+        )
+        .send()
+        .expect("answered");
+    // Wait until the long generation is running.
+    let mut seen = String::new();
+    let mut buffer = [0u8; 1024];
+    while !seen.contains("event: token") {
+        let read = long.read(&mut buffer).expect("stream readable");
+        assert!(read > 0, "stream ended early");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    let reader = thread::spawn(move || {
+        let mut rest = String::new();
+        long.read_to_string(&mut rest).expect("stream completes");
+        (Instant::now(), rest)
+    });
+    let (status, short) = app.post(
+        "/complete",
+        &json!({"prompt": "Quick", "max_new_tokens": 4, "temperature": 0}),
+    );
+    let short_done = Instant::now();
+    assert_eq!(status, 200, "{short}");
+    let (long_done, rest) = reader.join().expect("reader");
+    assert!(rest.contains("event: done"), "{rest}");
+    assert!(
+        short_done < long_done,
+        "the short request finished after the long generation it should have overtaken"
+    );
+}
