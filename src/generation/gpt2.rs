@@ -228,9 +228,33 @@ impl Gpt2Decoder {
         ])
     }
 
-    fn mlp(&self, block: &Block, hidden: &Tensor) -> Tensor {
-        let inner = block.mlp_in.forward(&block.ln_2.forward(hidden));
-        hidden + block.mlp_out.forward(&(self.activation)(&inner))
+    /// Query, keys and values of a block's input, each [batch, heads, tokens, head_dim].
+    fn project(&self, block: &Block, hidden: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let qkv = block.qkv.forward(&block.ln_1.forward(hidden));
+        let parts = qkv.split(qkv.size()[2] / 3, 2);
+        (
+            self.split_heads(&parts[0]),
+            self.split_heads(&parts[1]),
+            self.split_heads(&parts[2]),
+        )
+    }
+
+    /// The rest of a block once its keys and values are in place: attention
+    /// (with the additive `bias`), projection, residual, then the MLP.
+    fn finish_block(
+        &self,
+        block: &Block,
+        hidden: &Tensor,
+        query: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+        bias: &Tensor,
+    ) -> Tensor {
+        let attended =
+            Tensor::scaled_dot_product_attention(query, keys, values, Some(bias), 0.0, false, None);
+        let hidden = hidden + block.attention_out.forward(&self.merge_heads(&attended));
+        let inner = block.mlp_in.forward(&block.ln_2.forward(&hidden));
+        &hidden + block.mlp_out.forward(&(self.activation)(&inner))
     }
 
     fn logits(&self, last_hidden: &Tensor) -> Tensor {
@@ -260,24 +284,9 @@ impl Gpt2Decoder {
         let bias = prefill_bias(&starts, columns, self.device);
         let mut layers = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
-            let qkv = block.qkv.forward(&block.ln_1.forward(&hidden));
-            let parts = qkv.split(qkv.size()[2] / 3, 2);
-            let (query, keys, values) = (
-                self.split_heads(&parts[0]),
-                self.split_heads(&parts[1]).contiguous(),
-                self.split_heads(&parts[2]).contiguous(),
-            );
-            let attended = Tensor::scaled_dot_product_attention(
-                &query,
-                &keys,
-                &values,
-                Some(&bias),
-                0.0,
-                false,
-                None,
-            );
-            hidden += block.attention_out.forward(&self.merge_heads(&attended));
-            hidden = self.mlp(block, &hidden);
+            let (query, keys, values) = self.project(block, &hidden);
+            let (keys, values) = (keys.contiguous(), values.contiguous());
+            hidden = self.finish_block(block, &hidden, &query, &keys, &values, &bias);
             layers.push((keys, values));
         }
         // Left padding puts every prompt's last token in the last column.
@@ -297,26 +306,10 @@ impl Gpt2Decoder {
         cache.reserve_column();
         let bias = cache.attention_bias(1);
         for (layer, block) in self.blocks.iter().enumerate() {
-            let qkv = block.qkv.forward(&block.ln_1.forward(&hidden));
-            let parts = qkv.split(qkv.size()[2] / 3, 2);
-            let query = self.split_heads(&parts[0]);
-            cache.write_column(
-                layer,
-                &self.split_heads(&parts[1]),
-                &self.split_heads(&parts[2]),
-            );
+            let (query, new_keys, new_values) = self.project(block, &hidden);
+            cache.write_column(layer, &new_keys, &new_values);
             let (keys, values) = cache.layer_with_new_column(layer);
-            let attended = Tensor::scaled_dot_product_attention(
-                &query,
-                &keys,
-                &values,
-                Some(&bias),
-                0.0,
-                false,
-                None,
-            );
-            hidden += block.attention_out.forward(&self.merge_heads(&attended));
-            hidden = self.mlp(block, &hidden);
+            hidden = self.finish_block(block, &hidden, &query, &keys, &values, &bias);
         }
         cache.commit_column();
         self.logits(&hidden.squeeze_dim(1))

@@ -82,7 +82,7 @@ impl KvCache {
     /// Makes room for one more column in every layer.
     pub fn reserve_column(&mut self) {
         if self.len == self.capacity {
-            self.reallocate(self.len + GROWTH, 0, &self.all_rows());
+            self.reallocate(self.len + GROWTH, &self.all_rows(), 0, 0);
         }
     }
 
@@ -113,7 +113,7 @@ impl KvCache {
             // Shift the running rows right so the newcomers fit.
             let shift = tokens - self.len;
             let capacity = tokens.max(self.capacity) + GROWTH;
-            self.reallocate_shifted(capacity, shift);
+            self.reallocate(capacity, &self.all_rows(), 0, shift);
         }
         let offset = self.len - tokens;
         let rows = self.rows() as i64;
@@ -146,56 +146,43 @@ impl KvCache {
             return;
         }
         let first_used = keep.iter().map(|&row| self.starts[row]).min().unwrap_or(0);
-        self.reallocate(self.len - first_used + GROWTH, first_used, keep);
+        self.reallocate(self.len - first_used + GROWTH, keep, first_used, 0);
     }
 
     fn all_rows(&self) -> Vec<usize> {
         (0..self.rows()).collect()
     }
 
-    /// Copies `rows`, columns `from..len`, into fresh buffers of `capacity`.
-    fn reallocate(&mut self, capacity: i64, from: i64, rows: &[usize]) {
-        let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>())
-            .to_device(self.device);
+    /// Copies `rows` (in that order), columns `from..len`, into fresh buffers
+    /// of `capacity`, starting at column `to`.
+    fn reallocate(&mut self, capacity: i64, rows: &[usize], from: i64, to: i64) {
+        let in_order = rows.len() == self.rows() && rows.iter().enumerate().all(|(i, &r)| i == r);
+        let index = (!in_order).then(|| {
+            Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>())
+                .to_device(self.device)
+        });
         let used = self.len - from;
         let (heads, head_dim, device) = (self.heads, self.head_dim, self.device);
         for (keys, values) in self.layers.iter_mut() {
             let move_into = |old: &Tensor| {
                 let fresh = Self::empty(rows.len() as i64, heads, capacity, head_dim, device);
                 if used > 0 && !rows.is_empty() {
-                    fresh
-                        .narrow(2, 0, used)
-                        .copy_(&old.index_select(0, &index).narrow(2, from, used));
+                    let kept = match &index {
+                        Some(index) => old.index_select(0, index),
+                        None => old.shallow_clone(),
+                    };
+                    fresh.narrow(2, to, used).copy_(&kept.narrow(2, from, used));
                 }
                 fresh
             };
             *keys = move_into(keys);
             *values = move_into(values);
         }
-        self.starts = rows.iter().map(|&row| self.starts[row] - from).collect();
-        self.len = used;
-        self.capacity = capacity;
-    }
-
-    /// Copies every row into fresh buffers, `shift` columns to the right.
-    fn reallocate_shifted(&mut self, capacity: i64, shift: i64) {
-        let rows = self.rows() as i64;
-        let (heads, head_dim, device, len) = (self.heads, self.head_dim, self.device, self.len);
-        for (keys, values) in self.layers.iter_mut() {
-            let move_into = |old: &Tensor| {
-                let fresh = Self::empty(rows, heads, capacity, head_dim, device);
-                if len > 0 && rows > 0 {
-                    fresh.narrow(2, shift, len).copy_(&old.narrow(2, 0, len));
-                }
-                fresh
-            };
-            *keys = move_into(keys);
-            *values = move_into(values);
-        }
-        for start in self.starts.iter_mut() {
-            *start += shift;
-        }
-        self.len += shift;
+        self.starts = rows
+            .iter()
+            .map(|&row| self.starts[row] - from + to)
+            .collect();
+        self.len = used + to;
         self.capacity = capacity;
     }
 }

@@ -60,45 +60,47 @@ impl Linear {
     /// (x86-64 with AVX2), checked by the caller through `fbgemm_available`.
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, precision: Precision) -> Linear {
         let bias = bias.map(|b| b.detach().to_kind(Kind::Float));
-        if precision == Precision::Fp32 {
+        let dense = || weight.detach().to_kind(Kind::Float).contiguous();
+        match precision {
             // Shares the loaded storage, whatever its layout.
-            return Linear::Fp32 {
+            Precision::Fp32 => Linear::Fp32 {
                 weight: weight.detach(),
                 bias,
-            };
-        }
-        let weight = weight.detach().to_kind(Kind::Float).contiguous();
-        let out_features = weight.size()[0];
-        match precision {
-            Precision::Fp32 => unreachable!("returned above"),
-            Precision::Fp16 => Linear::Fp16 {
-                packed: weight.fbgemm_pack_gemm_matrix_fp16(),
-                bias: bias.unwrap_or_else(|| {
-                    Tensor::zeros([out_features], (Kind::Float, weight.device()))
-                }),
             },
-            Precision::Int8 => {
-                let row_scales =
-                    weight.abs().amax([1].as_slice(), true).clamp_min(1e-12) / WEIGHT_LEVELS;
-                let quantized = (&weight / &row_scales)
-                    .round()
-                    .clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
-                    .to_kind(Kind::Int8)
-                    .contiguous();
-                // With a zero point of 0 the column offsets are the row sums.
-                let col_offsets = quantized
-                    .to_kind(Kind::Int)
-                    .sum_dim_intlist([1].as_slice(), false, Kind::Int)
-                    .contiguous();
-                Linear::Int8 {
-                    packed: quantized.fbgemm_pack_quantized_matrix(),
-                    weight: quantized,
-                    col_offsets,
-                    row_scales: row_scales.view([-1]),
-                    zero_bias: Tensor::zeros([out_features], (Kind::Float, weight.device())),
-                    bias,
-                }
-            }
+            Precision::Fp16 => Self::fp16(&dense(), bias),
+            Precision::Int8 => Self::int8(&dense(), bias),
+        }
+    }
+
+    fn fp16(weight: &Tensor, bias: Option<Tensor>) -> Linear {
+        let out_features = weight.size()[0];
+        Linear::Fp16 {
+            packed: weight.fbgemm_pack_gemm_matrix_fp16(),
+            bias: bias
+                .unwrap_or_else(|| Tensor::zeros([out_features], (Kind::Float, weight.device()))),
+        }
+    }
+
+    fn int8(weight: &Tensor, bias: Option<Tensor>) -> Linear {
+        let out_features = weight.size()[0];
+        let row_scales = weight.abs().amax([1].as_slice(), true).clamp_min(1e-12) / WEIGHT_LEVELS;
+        let quantized = (weight / &row_scales)
+            .round()
+            .clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
+            .to_kind(Kind::Int8)
+            .contiguous();
+        // With a zero point of 0 the column offsets are the row sums.
+        let col_offsets = quantized
+            .to_kind(Kind::Int)
+            .sum_dim_intlist([1].as_slice(), false, Kind::Int)
+            .contiguous();
+        Linear::Int8 {
+            packed: quantized.fbgemm_pack_quantized_matrix(),
+            weight: quantized,
+            col_offsets,
+            row_scales: row_scales.view([-1]),
+            zero_bias: Tensor::zeros([out_features], (Kind::Float, weight.device())),
+            bias,
         }
     }
 
