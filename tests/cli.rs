@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+use helpers::read_until;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_nlp-serve");
 
 fn free_port() -> u16 {
@@ -207,19 +212,6 @@ fn downloads_from_a_hub_then_restarts_from_the_cache_offline() {
         "same model from the cache"
     );
     stop(second);
-}
-
-/// Reads a streamed response until `marker` appears; returns what was read.
-fn read_until(response: &mut reqwest::blocking::Response, marker: &str) -> String {
-    use std::io::Read;
-    let mut seen = String::new();
-    let mut buffer = [0u8; 1024];
-    while !seen.contains(marker) {
-        let read = response.read(&mut buffer).expect("stream readable");
-        assert!(read > 0, "stream ended before {marker:?}: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
-    }
-    seen
 }
 
 #[test]

@@ -1,24 +1,11 @@
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::app;
-
-fn complete(body: Value) -> Value {
-    let (status, response) = app().post("/complete", &body);
-    assert_eq!(status, 200, "{response}");
-    response
-}
-
-fn first_text(response: &Value) -> String {
-    response["completions"][0]["text"]
-        .as_str()
-        .expect("text")
-        .to_string()
-}
+use crate::helpers::{app, first_text};
 
 #[test]
 fn completes_a_prompt_with_usage_and_finish_reason() {
-    let response =
-        complete(json!({"prompt": "Machine learning is", "max_new_tokens": 5, "temperature": 0}));
+    let response = app()
+        .complete(&json!({"prompt": "Machine learning is", "max_new_tokens": 5, "temperature": 0}));
     assert_eq!(response["model"], "models/tiny/gpt2");
     let completions = response["completions"].as_array().expect("list");
     assert_eq!(completions.len(), 1);
@@ -38,15 +25,15 @@ fn completes_a_prompt_with_usage_and_finish_reason() {
 fn greedy_decoding_is_deterministic() {
     let body = json!({"prompt": "The weather today", "max_new_tokens": 12, "temperature": 0});
     assert_eq!(
-        first_text(&complete(body.clone())),
-        first_text(&complete(body))
+        first_text(&app().complete(&body.clone())),
+        first_text(&app().complete(&body))
     );
 }
 
 #[test]
 fn several_sequences_are_returned_when_sampling() {
-    let response = complete(
-        json!({"prompt": "Hello", "max_new_tokens": 6, "temperature": 0.9,
+    let response = app().complete(
+        &json!({"prompt": "Hello", "max_new_tokens": 6, "temperature": 0.9,
                                     "num_return_sequences": 3, "seed": 1}),
     );
     assert_eq!(response["completions"].as_array().expect("list").len(), 3);
@@ -55,7 +42,7 @@ fn several_sequences_are_returned_when_sampling() {
 #[test]
 fn output_ends_before_the_first_stop_sequence() {
     let base = json!({"prompt": "Deep learning", "max_new_tokens": 24, "temperature": 0});
-    let full = first_text(&complete(base.clone()));
+    let full = first_text(&app().complete(&base.clone()));
     let chars: Vec<char> = full.chars().collect();
     assert!(
         chars.len() > 8,
@@ -66,15 +53,15 @@ fn output_ends_before_the_first_stop_sequence() {
     let expected = &full[..full.find(&stop).expect("stop occurs")];
     let mut body = base.clone();
     body["stop"] = json!(["never-appears-xyz", stop]);
-    let response = complete(body);
+    let response = app().complete(&body);
     assert_eq!(first_text(&response), expected);
     assert_eq!(response["completions"][0]["finish_reason"], "stop");
 }
 
 #[test]
 fn min_new_tokens_gives_fixed_length_output() {
-    let response = complete(
-        json!({"prompt": "Fixed", "max_new_tokens": 9, "min_new_tokens": 9, "temperature": 0}),
+    let response = app().complete(
+        &json!({"prompt": "Fixed", "max_new_tokens": 9, "min_new_tokens": 9, "temperature": 0}),
     );
     assert_eq!(response["usage"]["completion_tokens"], 9);
     assert_eq!(response["completions"][0]["finish_reason"], "length");

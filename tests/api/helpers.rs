@@ -106,6 +106,27 @@ impl TestApp {
         read(response)
     }
 
+    /// POSTs to /complete and expects 200.
+    pub fn complete(&self, body: &Value) -> Value {
+        let (status, response) = self.post("/complete", body);
+        assert_eq!(status, 200, "{response}");
+        response
+    }
+
+    /// POSTs a streaming body to /complete; returns its events and headers.
+    pub fn stream(&self, body: &Value) -> (Vec<SseEvent>, reqwest::header::HeaderMap) {
+        let response = self
+            .client
+            .post(self.url("/complete"))
+            .json(body)
+            .send()
+            .expect("answered");
+        assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
+        let text = response.text().expect("body");
+        (parse_sse(&text), headers)
+    }
+
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
         self.client
             .get(self.url(path))
@@ -164,4 +185,26 @@ pub fn parse_sse(body: &str) -> Vec<SseEvent> {
             Some(SseEvent { name, data })
         })
         .collect()
+}
+
+/// The text of a completion answer's first completion.
+pub fn first_text(response: &Value) -> String {
+    response["completions"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_string()
+}
+
+/// Reads from `source` until `marker` appears; returns what was read. (A
+/// reqwest response read this way must be read on with `Read` too: its
+/// `text()` would then see an empty body.)
+pub fn read_until(source: &mut impl std::io::Read, marker: &str) -> String {
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.contains(marker) {
+        let read = source.read(&mut buffer).expect("stream readable");
+        assert!(read > 0, "stream ended before {marker:?}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    seen
 }

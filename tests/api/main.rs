@@ -3,6 +3,7 @@
 mod complete;
 mod engine;
 mod errors;
+#[allow(dead_code)] // shared with the other test binaries
 mod helpers;
 mod operations;
 mod qa;

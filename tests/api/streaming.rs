@@ -2,20 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{app, parse_sse, SseEvent};
-
-fn stream(body: Value) -> (Vec<SseEvent>, reqwest::header::HeaderMap) {
-    let response = app()
-        .client
-        .post(app().url("/complete"))
-        .json(&body)
-        .send()
-        .expect("answered");
-    assert_eq!(response.status(), 200);
-    let headers = response.headers().clone();
-    let text = response.text().expect("body");
-    (parse_sse(&text), headers)
-}
+use crate::helpers::{app, SseEvent};
 
 /// Checks the event order and that each index's token texts add up to
 /// its final text; returns the `done` data.
@@ -46,7 +33,7 @@ fn assert_adds_up(events: &[SseEvent]) -> Value {
 fn streamed_tokens_add_up_to_the_final_text() {
     let body = json!({"prompt": "Streaming works", "max_new_tokens": 40,
                       "temperature": 0.9, "seed": 11, "stream": true});
-    let (events, headers) = stream(body);
+    let (events, headers) = app().stream(&body);
     assert!(headers["content-type"]
         .to_str()
         .unwrap()
@@ -60,7 +47,7 @@ fn streamed_tokens_add_up_to_the_final_text() {
 #[test]
 fn streaming_respects_stops_sentences_and_several_sequences() {
     for seed in 0..4 {
-        let (events, _) = stream(json!({
+        let (events, _) = app().stream(&json!({
             "prompt": "The report says", "max_new_tokens": 60, "temperature": 1.0,
             "seed": seed, "stream": true, "num_return_sequences": 2,
             "stop": ["e", "."], "stop_at_sentence_end": seed % 2 == 0
@@ -72,7 +59,7 @@ fn streaming_respects_stops_sentences_and_several_sequences() {
         }
     }
     for seed in 0..4 {
-        let (events, _) = stream(json!({
+        let (events, _) = app().stream(&json!({
             "prompt": "One sentence. Then", "max_new_tokens": 80, "temperature": 1.0,
             "seed": seed, "stream": true, "stop_at_sentence_end": true
         }));

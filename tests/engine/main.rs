@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use helpers::{assert_error, read, spawn_app, tiny_settings, TestApp};
+use helpers::{assert_error, read, read_until, spawn_app, tiny_settings, TestApp};
 
 /// The value of one metric series, 0 when absent.
 fn metric(app: &TestApp, series: &str) -> f64 {
@@ -43,13 +43,7 @@ fn a_client_that_disconnects_stops_its_generation() {
         body.len()
     )
     .expect("request sent");
-    let mut seen = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("event: token") {
-        let read = socket.read(&mut buffer).expect("stream readable");
-        assert!(read > 0, "stream ended before its first token");
-        seen.extend_from_slice(&buffer[..read]);
-    }
+    read_until(&mut socket, "event: token");
     drop(socket);
 
     let series = "nlp_serve_abandoned_requests_total{reason=\"disconnected\",task=\"completion\"}";
@@ -157,13 +151,7 @@ fn a_short_completion_does_not_wait_behind_a_long_one() {
         .send()
         .expect("answered");
     // Wait until the long generation is running.
-    let mut seen = String::new();
-    let mut buffer = [0u8; 1024];
-    while !seen.contains("event: token") {
-        let read = long.read(&mut buffer).expect("stream readable");
-        assert!(read > 0, "stream ended early");
-        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
-    }
+    read_until(&mut long, "event: token");
     let reader = thread::spawn(move || {
         let mut rest = String::new();
         long.read_to_string(&mut rest).expect("stream completes");

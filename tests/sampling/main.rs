@@ -11,26 +11,13 @@ mod helpers;
 use std::sync::{Mutex, MutexGuard};
 
 use nlp_serve::text::sentences::trim_to_sentence_end;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use helpers::app;
+use helpers::{app, first_text};
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn complete(body: Value) -> Value {
-    let (status, response) = app().post("/complete", &body);
-    assert_eq!(status, 200, "{response}");
-    response
-}
-
-fn first_text(response: &Value) -> String {
-    response["completions"][0]["text"]
-        .as_str()
-        .expect("text")
-        .to_string()
 }
 
 #[test]
@@ -38,18 +25,15 @@ fn streamed_and_plain_answers_agree() {
     let _alone = one_at_a_time();
     let body = json!({"prompt": "Streaming works", "max_new_tokens": 40,
                       "temperature": 0.9, "seed": 11, "stream": true});
-    let response = app()
-        .client
-        .post(app().url("/complete"))
-        .json(&body)
-        .send()
-        .expect("answered");
-    let events = helpers::parse_sse(&response.text().expect("body"));
+    let (events, _) = app().stream(&body);
     let done = events.last().expect("events");
     assert_eq!(done.name, "done");
     let mut plain = body;
     plain["stream"] = json!(false);
-    assert_eq!(complete(plain)["completions"], done.data["completions"]);
+    assert_eq!(
+        app().complete(&plain)["completions"],
+        done.data["completions"]
+    );
 }
 
 #[test]
@@ -59,10 +43,10 @@ fn same_seed_same_text_and_different_seeds_differ() {
         json!({"prompt": "Once upon a time", "max_new_tokens": 16, "temperature": 1.0,
                "top_p": 0.95, "top_k": 0, "seed": seed})
     };
-    let first = first_text(&complete(body(7)));
-    assert_eq!(first, first_text(&complete(body(7))));
+    let first = first_text(&app().complete(&body(7)));
+    assert_eq!(first, first_text(&app().complete(&body(7))));
     let others: Vec<String> = (8..11)
-        .map(|seed| first_text(&complete(body(seed))))
+        .map(|seed| first_text(&app().complete(&body(seed))))
         .collect();
     assert!(
         others.iter().any(|text| text != &first),
@@ -80,10 +64,10 @@ fn stop_at_sentence_end_trims_to_the_last_complete_sentence() {
     for seed in 0..8u64 {
         let body = json!({"prompt": "The report said", "max_new_tokens": 160, "temperature": 2.0,
                           "top_k": 0, "seed": seed, "num_return_sequences": 4});
-        let untrimmed = complete(body.clone());
+        let untrimmed = app().complete(&body.clone());
         let mut with_flag = body.clone();
         with_flag["stop_at_sentence_end"] = json!(true);
-        let trimmed = complete(with_flag);
+        let trimmed = app().complete(&with_flag);
         for index in 0..4 {
             let full = untrimmed["completions"][index]["text"]
                 .as_str()
