@@ -18,8 +18,8 @@ use crate::configuration::CorsSettings;
 use crate::configuration::{ModelSettings, Settings};
 use crate::engine::{worker, BatchShape, LoadError, LoadReport, Predictor, Task, TaskHandle};
 use crate::extract::BodyLimit;
+use crate::generation;
 use crate::generation::scheduler::BatchLimits;
-use crate::generation::{self, GenerationHandle};
 use crate::metrics::Metrics;
 use crate::model_source::ModelLocation;
 use crate::predictors::completion::CompletionConfig;
@@ -190,92 +190,76 @@ fn start_tasks(
         hub: settings.hub.clone(),
     };
     let mut loads = Vec::new();
-    let qa = &settings.qa;
-    let translation = &settings.translation;
+    let (completion, qa, translation) = (&settings.completion, &settings.qa, &settings.translation);
     let tasks = Tasks {
-        completion: start_generation(settings, device, metrics, &mut loads)?,
-        qa: spawn::<QaPredictor>(
-            Task::QuestionAnswering,
-            &qa.model,
-            || QaConfig {
+        completion: start_task(Task::Completion, &completion.model, &mut loads, || {
+            let config = CompletionConfig {
+                location: location(&completion.model),
+                device,
+                precision: completion.precision,
+                max_prompt_tokens: completion.max_prompt_tokens,
+            };
+            let limits = BatchLimits {
+                max_sequences: completion.model.max_batch_size.max(1),
+                max_tokens: completion.max_batch_tokens,
+            };
+            generation::spawn(config, completion.model.queue_size, limits, metrics.clone())
+        })?,
+        qa: start_task(Task::QuestionAnswering, &qa.model, &mut loads, || {
+            let config = QaConfig {
                 location: location(&qa.model),
                 device,
                 settings: qa.clone(),
                 fault_injection: settings.runtime.fault_injection,
-            },
-            metrics,
-            &mut loads,
-        )?,
-        translation: spawn::<TranslationPredictor>(
-            Task::Translation,
-            &translation.model,
-            || TranslationModelConfig {
+            };
+            spawn_predictor::<QaPredictor>(Task::QuestionAnswering, &qa.model, config, metrics)
+        })?,
+        translation: start_task(Task::Translation, &translation.model, &mut loads, || {
+            let config = TranslationModelConfig {
                 location: location(&translation.model),
                 device,
                 settings: translation.clone(),
-            },
-            metrics,
-            &mut loads,
-        )?,
+            };
+            spawn_predictor::<TranslationPredictor>(
+                Task::Translation,
+                &translation.model,
+                config,
+                metrics,
+            )
+        })?,
     };
     Ok((tasks, loads))
 }
 
-fn start_generation(
-    settings: &Settings,
-    device: tch::Device,
-    metrics: &Arc<Metrics>,
-    loads: &mut Vec<(Task, LoadReport)>,
-) -> Result<Option<GenerationHandle>, StartupError> {
-    let completion = &settings.completion;
-    if !completion.model.enabled {
-        return Ok(None);
-    }
-    let config = CompletionConfig {
-        location: ModelLocation {
-            model: completion.model.clone(),
-            hub: settings.hub.clone(),
-        },
-        device,
-        precision: completion.precision,
-        max_prompt_tokens: completion.max_prompt_tokens,
-    };
-    let limits = BatchLimits {
-        max_sequences: completion.model.max_batch_size.max(1),
-        max_tokens: completion.max_batch_tokens,
-    };
-    let (handle, load) =
-        generation::spawn(config, completion.model.queue_size, limits, metrics.clone()).map_err(
-            |error| StartupError::Worker {
-                task: Task::Completion,
-                detail: error.to_string(),
-            },
-        )?;
-    loads.push((Task::Completion, load));
-    Ok(Some(handle))
-}
-
-/// Starts the worker of an enabled task; `None` for a disabled one.
-fn spawn<P: Predictor + 'static>(
+/// Starts the worker of an enabled task with `start` and keeps its load
+/// report; `None` for a disabled task.
+fn start_task<H>(
     task: Task,
     model: &ModelSettings,
-    config: impl FnOnce() -> P::Config,
-    metrics: &Arc<Metrics>,
     loads: &mut Vec<(Task, LoadReport)>,
-) -> Result<Option<HandleOf<P>>, StartupError> {
+    start: impl FnOnce() -> std::io::Result<(H, LoadReport)>,
+) -> Result<Option<H>, StartupError> {
     if !model.enabled {
         return Ok(None);
     }
+    let (handle, load) = start().map_err(|error| StartupError::Worker {
+        task,
+        detail: error.to_string(),
+    })?;
+    loads.push((task, load));
+    Ok(Some(handle))
+}
+
+/// A batching worker for a one-shot predictor, shaped by its model settings.
+fn spawn_predictor<P: Predictor + 'static>(
+    task: Task,
+    model: &ModelSettings,
+    config: P::Config,
+    metrics: &Arc<Metrics>,
+) -> std::io::Result<(HandleOf<P>, LoadReport)> {
     let shape = BatchShape {
         max_batch_size: model.max_batch_size.max(1),
         max_wait: Duration::from_millis(model.max_batch_wait_ms),
     };
-    let (handle, load) =
-        TaskHandle::spawn_predictor::<P>(task, config(), model.queue_size, shape, metrics.clone())
-            .map_err(|error| StartupError::Worker {
-                task,
-                detail: error.to_string(),
-            })?;
-    loads.push((task, load));
-    Ok(Some(handle))
+    TaskHandle::spawn_predictor::<P>(task, config, model.queue_size, shape, metrics.clone())
 }
