@@ -235,7 +235,7 @@ impl Scheduler {
             Ok(Err(message)) => return fail_group(&group, message),
             Err(panic) => return fail_group(&group, panic_message(&panic)),
         };
-        let mut row_logits = logits.iter_mut();
+        let mut row_logits = logits.rows();
         for (job, prompt) in group {
             let id = self.next_request;
             self.next_request += 1;
@@ -308,7 +308,7 @@ impl Scheduler {
             Err(panic) => return self.fail_all(panic_message(&panic)),
         };
         let mut rows = std::mem::take(&mut self.rows);
-        for (row, row_logits) in rows.iter_mut().zip(logits.iter_mut()) {
+        for (row, row_logits) in rows.iter_mut().zip(logits.rows()) {
             if row.finish.is_none() {
                 self.advance(row, row_logits);
             }
@@ -458,14 +458,25 @@ fn last_token(row: &Row) -> i64 {
 }
 
 /// [rows, vocab] logits as one vector per row.
-fn logits_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>, String> {
-    let rows = logits.size()[0];
+/// [rows, vocab] logits copied once to the CPU; `rows()` hands out each row.
+struct Logits {
+    values: Vec<f32>,
+    width: usize,
+}
+
+impl Logits {
+    fn rows(&mut self) -> std::slice::ChunksMut<'_, f32> {
+        self.values.chunks_mut(self.width)
+    }
+}
+
+fn logits_rows(logits: &Tensor) -> Result<Logits, String> {
+    let width = logits.size().last().copied().unwrap_or(1).max(1) as usize;
     let flat = logits
         .to_kind(Kind::Float)
         .to_device(tch::Device::Cpu)
         .contiguous()
         .view([-1]);
     let values = Vec::<f32>::try_from(&flat).map_err(|error| error.to_string())?;
-    let width = values.len() / rows.max(1) as usize;
-    Ok(values.chunks(width.max(1)).map(<[f32]>::to_vec).collect())
+    Ok(Logits { values, width })
 }
