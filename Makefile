@@ -23,7 +23,7 @@ CARGO_BUILD := cargo build --release --locked
 BENCH_VENV := bench/.venv
 BENCH_PYTHON := $(CURDIR)/$(BENCH_VENV)/bin/python
 
-.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots ops-check overload overload-smoke fuzz
+.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots ops-check overload overload-smoke fuzz image-check
 
 OPS_VENV := build/ops-venv
 
@@ -82,6 +82,12 @@ overload-smoke: build tiny-models
 	$(PYTHON) bench/overload.py --out build/overload --duration 10
 overload: build tiny-models
 	$(PYTHON) bench/overload.py --out bench/results --duration 60
+
+## The container image (deploy/docker/Dockerfile) built with podman and run with
+## the tiny models mounted, checked from outside: /ready, the three endpoints,
+## non-root, JSON logs, SIGTERM drain. Root; minutes; not part of `make test`.
+image-check: tiny-models
+	deploy/image-check.sh
 
 ## Refresh the README's screenshots from the last e2e run.
 screenshots: e2e
