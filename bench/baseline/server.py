@@ -1,34 +1,54 @@
-"""The Python baseline: Hugging Face transformers pipelines behind FastAPI.
+"""The comparison sides' HTTP front: one FastAPI app, one engine behind it.
 
-This is the deployment the usual tutorials show, configured the way a
-competent engineer would: one uvicorn process, models loaded once at import,
-inference under torch.inference_mode (the pipelines do it), the thread count
-set to the machine's cores, sync endpoints (FastAPI runs them in its thread
-pool, so concurrent requests overlap as they would in production).
+Every side that is not nlp-serve answers through this same front (FastAPI +
+uvicorn, one process), so HTTP and JSON costs are equal and only the engine
+differs. `BASELINE_ENGINE` picks it:
 
-It speaks the same JSON as nlp-serve for the fields the benchmark uses.
+- `transformers` (default): Hugging Face pipelines, the tutorials' deployment
+  (bench/baseline/transformers_side.py);
+- `ctranslate2`: completion and translation (ctranslate2_side.py);
+- `onnxruntime`: question answering (onnxruntime_side.py).
 
-    BASELINE_MODELS=bench/models/full BASELINE_THREADS=2 \
+`BASELINE_PRECISION` (`float32` or `int8`) applies to the last two. It speaks
+the same JSON as nlp-serve for the fields the benchmark uses; a task the
+engine does not serve answers 404.
+
+    BASELINE_MODELS=bench/models/full BASELINE_THREADS=2 BASELINE_ENGINE=ctranslate2 \
         uvicorn bench.baseline.server:app --port 8090
 """
 
+import importlib
 import os
-import re
+import pathlib
+from dataclasses import dataclass
 from typing import List, Optional, Union
 
-import torch
 from fastapi import FastAPI
 from pydantic import BaseModel
-from transformers import pipeline
 
-MODELS = os.environ.get("BASELINE_MODELS", "bench/models/full")
-torch.set_num_threads(int(os.environ.get("BASELINE_THREADS", os.cpu_count() or 1)))
 
-generator = pipeline("text-generation", model=f"{MODELS}/distilgpt2", device="cpu")
-reader = pipeline("question-answering", model=f"{MODELS}/distilbert-squad", device="cpu")
-translator = pipeline("translation", model=f"{MODELS}/opus-mt-en-de", device="cpu")
-REFERENCE = open(os.environ.get("BASELINE_DOCUMENT", "resources/documents/machine-learning.md"), encoding="utf-8").read()
-TRANSLATION_NEW_TOKENS = int(os.environ.get("BASELINE_TRANSLATION_TOKENS", "40"))
+@dataclass
+class Settings:
+    models: pathlib.Path
+    threads: int
+    precision: str
+    translation_tokens: int
+    max_batch: int
+    batch_wait_ms: float
+
+
+SETTINGS = Settings(
+    models=pathlib.Path(os.environ.get("BASELINE_MODELS", "bench/models/full")),
+    threads=int(os.environ.get("BASELINE_THREADS", os.cpu_count() or 1)),
+    precision=os.environ.get("BASELINE_PRECISION", "float32"),
+    translation_tokens=int(os.environ.get("BASELINE_TRANSLATION_TOKENS", "40")),
+    max_batch=int(os.environ.get("BASELINE_MAX_BATCH", "16")),
+    batch_wait_ms=float(os.environ.get("BASELINE_BATCH_WAIT_MS", "3")),
+)
+ENGINE = os.environ.get("BASELINE_ENGINE", "transformers")
+SIDE = importlib.import_module(f"bench.baseline.{ENGINE}_side").Side(SETTINGS)
+REFERENCE = open(os.environ.get("BASELINE_DOCUMENT", "resources/documents/machine-learning.md"),
+                 encoding="utf-8").read()
 
 app = FastAPI()
 
@@ -43,52 +63,30 @@ class CompleteRequest(BaseModel):
     seed: Optional[int] = None
 
 
-@app.post("/complete")
-def complete(request: CompleteRequest):
-    sampling = request.temperature > 0
-    options = dict(
-        max_new_tokens=request.max_new_tokens,
-        min_new_tokens=request.min_new_tokens,
-        do_sample=sampling,
-        return_full_text=False,
-    )
-    if sampling:
-        options.update(temperature=request.temperature, top_p=request.top_p, top_k=request.top_k)
-    output = generator(request.prompt, **options)
-    return {"completions": [{"text": item["generated_text"]} for item in output]}
-
-
 class QaRequest(BaseModel):
     question: str
     context: Optional[str] = None
     top_k: int = 1
 
 
-@app.post("/qa")
-def answer(request: QaRequest):
-    output = reader(question=request.question, context=request.context or REFERENCE, top_k=request.top_k)
-    answers = output if isinstance(output, list) else [output]
-    return {"answers": [{"text": a["answer"], "score": a["score"], "start": a["start"], "end": a["end"]} for a in answers]}
-
-
 class TranslateRequest(BaseModel):
     text: Union[str, List[str]]
 
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+if "complete" in SIDE.tasks:
+    @app.post("/complete")
+    async def complete(request: CompleteRequest):
+        return {"completions": [{"text": text} for text in await SIDE.complete(request)]}
 
+if "qa" in SIDE.tasks:
+    @app.post("/qa")
+    async def answer(request: QaRequest):
+        answers = await SIDE.answer(request, request.context or REFERENCE)
+        return {"answers": [{"text": a["answer"], "score": a["score"], "start": a["start"], "end": a["end"]}
+                            for a in answers]}
 
-@app.post("/translate")
-def translate(request: TranslateRequest):
-    texts = [request.text] if isinstance(request.text, str) else request.text
-    # Same work as nlp-serve: sentences of all texts in one batch.
-    sentences = [[s for s in SENTENCE_END.split(text.strip()) if s] for text in texts]
-    flat = [s for group in sentences for s in group]
-    output = translator(
-        flat,
-        batch_size=max(1, len(flat)),
-        max_new_tokens=TRANSLATION_NEW_TOKENS,
-        min_new_tokens=TRANSLATION_NEW_TOKENS,
-    ) if flat else []
-    translated = iter(item["translation_text"] for item in output)
-    return {"translations": [" ".join(next(translated) for _ in group) for group in sentences]}
+if "translate" in SIDE.tasks:
+    @app.post("/translate")
+    async def translate(request: TranslateRequest):
+        texts = [request.text] if isinstance(request.text, str) else request.text
+        return {"translations": await SIDE.translate(texts)}
