@@ -43,6 +43,28 @@ now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+# What makes debian:bookworm-slim slim (debuerreotype's slimify and the apt
+# settings of Docker's Debian images), applied to a debootstrapped root.
+slim() {
+  local root=$1
+  [ -n "$root" ] && [ "$root" != / ] && [ -d "$root/etc/apt" ] || fail "slim: '$root' is not a debootstrapped root"
+  printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+    'path-exclude /usr/share/man/*' 'path-exclude /usr/share/groff/*' 'path-exclude /usr/share/info/*' \
+    'path-exclude /usr/share/lintian/*' 'path-exclude /usr/share/linda/*' \
+    'path-exclude /usr/share/locale/*' 'path-include /usr/share/locale/locale.alias' \
+    > "$root/etc/dpkg/dpkg.cfg.d/docker"
+  local clean='rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true'
+  printf '%s\n' "DPkg::Post-Invoke { \"$clean\"; };" "APT::Update::Post-Invoke { \"$clean\"; };" \
+    'Dir::Cache::pkgcache "";' 'Dir::Cache::srcpkgcache "";' > "$root/etc/apt/apt.conf.d/docker-clean"
+  echo 'Acquire::Languages "none";' > "$root/etc/apt/apt.conf.d/docker-no-languages"
+  echo 'Acquire::GzipIndexes "true";' > "$root/etc/apt/apt.conf.d/docker-gzip-indexes"
+  echo 'Apt::AutoRemove::SuggestsImportant "false";' > "$root/etc/apt/apt.conf.d/docker-autoremove-suggests"
+  find "$root/usr/share/doc" -mindepth 1 -not -type d -not -name copyright -delete
+  find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
+  rm -rf "$root"/usr/share/{man,groff,info,lintian,linda}/* "$root"/var/cache/apt/*.bin \
+    "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*.log
+}
+
 cleanup() { "${PODMAN[@]}" rm -f --ignore "$NAME" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
@@ -77,11 +99,17 @@ echo "  startup probe budget ${BUDGET}s, grace period ${GRACE}s, runAsUser $RUN_
 echo "  readOnlyRootFilesystem $READ_ONLY, capabilities dropped: $DROP_CAPS, env: $ENV_ARGS"
 
 # ---- 1. base images ----
-if [ "$OFFLINE" = auto ]; then
+if [ "${IMAGE_CHECK_BUILD:-1}" = 0 ]; then
+  step "no build (IMAGE_CHECK_BUILD=0): checking the existing $IMAGE"
+  "${PODMAN[@]}" image exists "$IMAGE" || fail "no image $IMAGE to check"
+  OFFLINE=none
+elif [ "$OFFLINE" = auto ]; then
   if "${PODMAN[@]}" pull -q docker.io/library/debian:bookworm-slim >/dev/null 2>&1; then OFFLINE=0; else OFFLINE=1; fi
 fi
 BUILD_ARGS=()
-if [ "$OFFLINE" = 1 ]; then
+if [ "$OFFLINE" = none ]; then
+  :
+elif [ "$OFFLINE" = 1 ]; then
   step "offline base images (docker.io does not answer)"
   if "${PODMAN[@]}" image exists "$LOCAL_DEBIAN"; then
     ok "$LOCAL_DEBIAN exists, reused"
@@ -94,6 +122,7 @@ if [ "$OFFLINE" = 1 ]; then
     rm -rf "$WORK/debian-rootfs"
     debootstrap --variant=minbase bookworm "$WORK/debian-rootfs" "$mirror" > "$WORK/debootstrap.log" 2>&1 \
       || fail "debootstrap failed, see $WORK/debootstrap.log"
+    slim "$WORK/debian-rootfs"
     tar -C "$WORK/debian-rootfs" -c . | "${PODMAN[@]}" import --change 'CMD ["bash"]' - "$LOCAL_DEBIAN" >/dev/null
     rm -rf "$WORK/debian-rootfs"
     ok "$LOCAL_DEBIAN imported"
@@ -122,23 +151,28 @@ fi
 # The working tree, like `docker build .`; IMAGE_CHECK_REV=HEAD (or any commit)
 # builds that commit instead, from `git archive` (same files, same mtimes: cached).
 CONTEXT=.
-if [ -n "${IMAGE_CHECK_REV:-}" ]; then
+BUILD_S=-
+if [ "$OFFLINE" = none ]; then
+  :
+elif [ -n "${IMAGE_CHECK_REV:-}" ]; then
   CONTEXT=$WORK/context
   rm -rf "$CONTEXT" && mkdir -p "$CONTEXT"
   git archive --format=tar "$IMAGE_CHECK_REV" | tar -x -C "$CONTEXT"
   echo "  context: $IMAGE_CHECK_REV ($(git rev-parse --short "$IMAGE_CHECK_REV")) from git archive"
 fi
+if [ "$OFFLINE" != none ]; then
 step "podman build -f deploy/docker/Dockerfile -t $IMAGE"
 t=$(now)
 if ! "${PODMAN[@]}" build --network host -f "$CONTEXT/deploy/docker/Dockerfile" -t "$IMAGE" "${BUILD_ARGS[@]}" "$CONTEXT" 2>&1 \
-    | tee "$WORK/build.log" | grep --line-buffered -E '^(STEP [0-9]+/[0-9]+|--> Using cache|Successfully tagged)'; then
+    | tee "$WORK/build.log" | grep --line-buffered -E 'STEP [0-9]+/[0-9]+:|^--> Using cache|^Successfully tagged' | cut -c1-150; then
   tail -n 30 "$WORK/build.log"
   fail "podman build failed (full log: $WORK/build.log)"
 fi
 BUILD_S=$(since "$t")
+fi
 SIZE=$("${PODMAN[@]}" image inspect -f '{{.Size}}' "$IMAGE")
 SIZE_H=$(numfmt --to=si --suffix=B "$SIZE")
-ok "built in ${BUILD_S}s (cached layers count as done); image size $SIZE_H ($SIZE bytes)"
+ok "build ${BUILD_S}s (cached layers are reused); image size $SIZE_H ($SIZE bytes)"
 [ "$("${PODMAN[@]}" image inspect -f '{{.Config.User}}' "$IMAGE")" = "$RUN_AS" ] \
   || fail "the image's USER is not the Deployment's runAsUser $RUN_AS"
 
@@ -237,7 +271,7 @@ ok "host pid $PID is nlp-serve (the container's PID 1), uid $RUN_AS (real/effect
 step "SIGTERM with streams in flight (podman stop -t $GRACE, as the kubelet stops a pod)"
 rm -f "$WORK/drain.txt"
 python3 - "$URL" "$GRACE" "$NAME" "$WORK/drain.txt" "${PODMAN[@]}" <<'PY' || { logs; fail "the SIGTERM drain check failed (above)"; }
-import json, re, subprocess, sys, threading, time, urllib.request
+import calendar, json, re, subprocess, sys, threading, time, urllib.request
 url, grace, name, out, podman = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 STREAMS, TOKENS, SEQS = 4, 240, 2
 
@@ -275,13 +309,16 @@ def read_rest(i):
 readers = [threading.Thread(target=read_rest, args=(i,)) for i in range(STREAMS)]
 for t in readers:
     t.start()
-t0 = time.monotonic()
+t0, wall0 = time.monotonic(), time.time()
 stop = subprocess.run(podman + ["stop", "-t", str(grace), name], capture_output=True, text=True)
 stopped = time.monotonic() - t0
 for t in readers:
     t.join(timeout=grace)
-code = subprocess.run(podman + ["inspect", "-f", "{{.State.ExitCode}}", name],
-                      capture_output=True, text=True).stdout.strip()
+code, finished = subprocess.run(podman + ["inspect", "-f", "{{.State.ExitCode}} {{.State.FinishedAt}}", name],
+                                capture_output=True, text=True).stdout.strip().split(" ", 1)
+# FinishedAt reads like "2026-11-25 03:09:56.123456789 +0000 UTC"
+m = re.match(r"(\d+-\d+-\d+ \d+:\d+:\d+)(\.\d+)? \+0000", finished)
+exited = (calendar.timegm(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + float(m.group(2) or 0) - wall0) if m else float("nan")
 failed = []
 for i, body in enumerate(bodies):
     done = [b for b in (body or "").split("\n\n") if b.startswith("event: done")]
@@ -292,7 +329,7 @@ for i, body in enumerate(bodies):
     if answer["usage"]["completion_tokens"] != SEQS * TOKENS or len(answer["completions"]) != SEQS:
         failed.append(f"stream {i}: incomplete answer {answer['usage']}")
 last_done = max(e - t0 for e in ends if e is not None) if any(ends) else float("nan")
-print(f"  streams finished {last_done:.1f}s after SIGTERM; container exited {stopped:.1f}s after SIGTERM with status {code}")
+print(f"  after SIGTERM: streams finished in {last_done:.1f}s, nlp-serve exited in {exited:.1f}s with status {code}, podman stop returned in {stopped:.1f}s")
 if failed:
     sys.exit("  " + "\n  ".join(failed))
 print(f"  ok: all {STREAMS} streams ended with their done event ({SEQS * TOKENS} tokens each)")
@@ -301,10 +338,10 @@ if stop.returncode != 0 or code != "0":
 if stopped >= grace:
     sys.exit(f"  the container took {stopped:.1f}s, not within the {grace}s grace period")
 print(f"  ok: exit status 0 within the {grace}s grace period")
-open(out, "w").write(f"{last_done:.1f} {stopped:.1f}\n")
+open(out, "w").write(f"{last_done:.1f} {exited:.1f} {stopped:.1f}\n")
 PY
 
-read -r DRAIN_S EXIT_S < "$WORK/drain.txt"
+read -r DRAIN_S EXIT_S STOP_S < "$WORK/drain.txt"
 
 step "logs: every line is JSON"
 "${PODMAN[@]}" logs "$NAME" > "$WORK/container.log" 2>&1
@@ -331,5 +368,5 @@ cat <<EOF
   image          $IMAGE, $SIZE_H ($SIZE bytes)
   build          ${BUILD_S}s (offline path: $OFFLINE)
   /ready         ${READY_S}s after podman run (budget ${BUDGET}s)
-  SIGTERM        streams in flight finished ${DRAIN_S}s after it, exit 0 ${EXIT_S}s after it (grace ${GRACE}s)
+  SIGTERM        streams in flight finished ${DRAIN_S}s after it; nlp-serve exited 0 after ${EXIT_S}s, podman stop took ${STOP_S}s (grace ${GRACE}s)
 EOF
