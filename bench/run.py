@@ -357,7 +357,7 @@ def run(args):
         "load_peak_rss_mb": load_peak,
         "versions": versions(args.binary),
         "results": results,
-        "roofline": roofline(results, limits, inputs),
+        "roofline": roofline(results, limits, inputs, models),
         "agreement": agreement(answers),
         "precisions": precisions,
         "previous": previous,
@@ -460,7 +460,7 @@ def versions(binary):
             "libtorch (nlp-serve)": "2.4.0"}
 
 
-def roofline(results, limits, inputs):
+def roofline(results, limits, inputs, models):
     """Each side against the machine's bounds, per task and precision.
 
     Completion: one decoding step reads every weight once (the tied embedding
@@ -472,15 +472,19 @@ def roofline(results, limits, inputs):
     sides can exceed it)."""
     bandwidth = limits["memory_bandwidth_gb_s"] * 1e9
     flops = limits["matmul_fp32_gflop_s"] * 1e9
-    gpt2_weights = 6 * (4 * 768 * 768 + 2 * 768 * 3072) + 50257 * 768
-    # distilbert: 6 layers x (4 d^2 + 2 d ff) multiply-adds per token, plus attention scores and mixing.
-    d, ff, seq = 768, 3072, inputs["qa_window_tokens"]
-    window_flops = 2 * 6 * (seq * (4 * d * d + 2 * d * ff) + 2 * seq * seq * d)
-    # opus-mt-en-de, the scenario's sentence, 40 new tokens, 4 beams: encoder 6 x (4 d^2 + 2 d ff) per
-    # source token; decoder 6 x (8 d^2 + 2 d ff) plus the 512 x 58,101 output projection per token and beam.
-    md, mff, src, new, beams = 512, 2048, inputs["sentence_tokens"], TRANSLATION_NEW_TOKENS, 4
-    sentence_flops = 2 * (src * 6 * (4 * md * md + 2 * md * mff)
-                          + new * beams * (6 * (8 * md * md + 2 * md * mff) + md * 58101))
+    gpt2, bert, marian = (json.loads((models / name / "config.json").read_text())
+                          for name in ("distilgpt2", "distilbert-squad", "opus-mt-en-de"))
+    d, ff = gpt2["n_embd"], gpt2.get("n_inner") or 4 * gpt2["n_embd"]
+    gpt2_weights = gpt2["n_layer"] * (4 * d * d + 2 * d * ff) + gpt2["vocab_size"] * d
+    # distilbert: per layer and token 4 d^2 + 2 d ff multiply-adds, plus attention scores and mixing.
+    d, ff, seq = bert["dim"], bert["hidden_dim"], inputs["qa_window_tokens"]
+    window_flops = 2 * bert["n_layers"] * (seq * (4 * d * d + 2 * d * ff) + 2 * seq * seq * d)
+    # opus-mt-en-de, the scenario's sentence, 40 new tokens, 4 beams: encoder (4 d^2 + 2 d ff) per layer and
+    # source token; decoder (8 d^2 + 2 d ff) per layer plus the d x vocabulary output projection per token and beam.
+    d, src, new, beams = marian["d_model"], inputs["sentence_tokens"], TRANSLATION_NEW_TOKENS, 4
+    sentence_flops = 2 * (src * marian["encoder_layers"] * (4 * d * d + 2 * d * marian["encoder_ffn_dim"])
+                          + new * beams * (marian["decoder_layers"] * (8 * d * d + 2 * d * marian["decoder_ffn_dim"])
+                                           + d * marian["vocab_size"]))
     tasks = (("completion", "playground", 128), ("qa", "qa_paragraph", 1), ("translation", "translate_sentence", 1))
     rows = []
     for task, scenario, units in tasks:

@@ -68,6 +68,13 @@ class Side:
         output = self.translator.translate_batch(
             flat, beam_size=4, max_decoding_length=self.translation_tokens,
             min_decoding_length=self.translation_tokens) if flat else []
-        texts = iter(self.marian.decode(self.marian.convert_tokens_to_ids(r.hypotheses[0]), skip_special_tokens=True)
-                     for r in output)
+        texts = iter(self._detokenize(result.hypotheses[0]) for result in output)
         return [[next(texts) for _ in item] for item in items]
+
+    def _detokenize(self, tokens):
+        """transformers forces Marian's last token at the length limit to be the end token
+        (`forced_eos_token_id`); CTranslate2 has no such option, so it decodes the same
+        number of steps and its last token gives way to the end token here."""
+        if len(tokens) >= self.translation_tokens:
+            tokens = tokens[:self.translation_tokens - 1]
+        return self.marian.decode(self.marian.convert_tokens_to_ids(tokens), skip_special_tokens=True)
