@@ -23,7 +23,7 @@ CARGO_BUILD := cargo build --release --locked
 BENCH_VENV := bench/.venv
 BENCH_PYTHON := $(CURDIR)/$(BENCH_VENV)/bin/python
 
-.PHONY: run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots ops-check overload overload-smoke fuzz image-check
+.PHONY: oracle-fixtures run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots ops-check overload overload-smoke fuzz image-check
 
 OPS_VENV := build/ops-venv
 
@@ -167,3 +167,8 @@ bench/models/small/.generated: $(BENCH_MODEL_INPUTS)
 bench/models/%/.peers: bench/models/%/.generated bench/prepare_peers.py
 	$(BENCH_PYTHON) bench/prepare_peers.py --models bench/models/$*
 	touch $@
+
+## transformers as the oracle: tiny random checkpoints saved by transformers
+## (gpt2, gpt_neo, gptj, marian, distilbert) and its outputs on them, in build/oracle.
+oracle-fixtures: tiny-models bench-deps
+	$(BENCH_PYTHON) scripts/oracle_fixtures.py --tokenizers $(TINY) --out build/oracle
