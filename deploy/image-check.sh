@@ -123,7 +123,7 @@ elif [ "$OFFLINE" = 1 ]; then
     debootstrap --variant=minbase bookworm "$WORK/debian-rootfs" "$mirror" > "$WORK/debootstrap.log" 2>&1 \
       || fail "debootstrap failed, see $WORK/debootstrap.log"
     slim "$WORK/debian-rootfs"
-    tar -C "$WORK/debian-rootfs" -c . | "${PODMAN[@]}" import --change 'CMD ["bash"]' - "$LOCAL_DEBIAN" >/dev/null
+    tar -C "$WORK/debian-rootfs" -c . | "${PODMAN[@]}" import -q --change 'CMD ["bash"]' - "$LOCAL_DEBIAN" >/dev/null
     rm -rf "$WORK/debian-rootfs"
     ok "$LOCAL_DEBIAN imported"
   fi
@@ -131,8 +131,8 @@ elif [ "$OFFLINE" = 1 ]; then
   rm -rf "$WORK/rust-base" && mkdir -p "$WORK/rust-base/extra-ca"
   cp -a /usr/local/share/ca-certificates/. "$WORK/rust-base/extra-ca/" 2>/dev/null || true
   "${PODMAN[@]}" build -q --network host --build-arg DEBIAN_IMAGE="$LOCAL_DEBIAN" \
-    -f deploy/docker/rust-offline.Dockerfile -t "$LOCAL_RUST" "$WORK/rust-base" >/dev/null \
-    || fail "building $LOCAL_RUST from deploy/docker/rust-offline.Dockerfile"
+    -f deploy/docker/rust-offline.Dockerfile -t "$LOCAL_RUST" "$WORK/rust-base" > "$WORK/rust-base.log" 2>&1 \
+    || { tail -n 20 "$WORK/rust-base.log"; fail "building $LOCAL_RUST from deploy/docker/rust-offline.Dockerfile"; }
   ok "$LOCAL_RUST built (layers cached)"
   command -v rustc >/dev/null || fail "no Rust toolchain on this host to mount into the build"
   SYSROOT=$(rustc --print sysroot)
