@@ -76,25 +76,56 @@ fi
 mkdir -p "$WORK"
 
 step "what the Deployment asks for ($DEPLOYMENT)"
-eval "$(python3 - "$DEPLOYMENT" <<'PY'
-import shlex, sys, yaml
-spec = yaml.safe_load(open(sys.argv[1]))["spec"]["template"]["spec"]
-c = spec["containers"][0]
-probe = c["startupProbe"]
+# Read with the standard library only (make puts .venv's python3 first on PATH).
+SETTINGS=$(python3 - "$DEPLOYMENT" <<'PY'
+import re, shlex, sys
+lines = open(sys.argv[1]).read().splitlines()
+
+def block(key, within=None):
+    """The lines nested under the first `key:` line (inside `within`, if given)."""
+    lines_ = within if within is not None else lines
+    for i, line in enumerate(lines_):
+        if re.match(rf"\s*(- )?{key}:\s*$", line):
+            indent = len(line) - len(line.lstrip(" -"))
+            out = []
+            for nxt in lines_[i + 1:]:
+                if nxt.strip() and len(nxt) - len(nxt.lstrip(" ")) <= indent:
+                    break
+                out.append(nxt)
+            return out
+    sys.exit(f"{sys.argv[1]}: no '{key}:' block")
+
+def value(key, within=None):
+    for line in within if within is not None else lines:
+        m = re.match(rf"\s*(- )?{key}:\s*(.+?)\s*$", line)
+        if m:
+            return m.group(2).strip("\"'")
+    sys.exit(f"{sys.argv[1]}: no '{key}:' value")
+
+probe = block("startupProbe")
+container_security = block("securityContext", block("containers"))
+env, name = [], None
+for line in block("env"):
+    m = re.match(r"\s*- name:\s*(\S+)", line)
+    if m:
+        name = m.group(1)
+    m = re.match(r"\s*value:\s*(.+?)\s*$", line)
+    if m and name:
+        env.append(f"--env={name}={m.group(1).strip(chr(34) + chr(39))}")
 out = {
-    "GRACE": spec["terminationGracePeriodSeconds"],
-    "BUDGET": probe["periodSeconds"] * probe["failureThreshold"],
-    "RUN_AS": spec["securityContext"]["runAsUser"],
-    "PORT_NAME": probe["httpGet"]["port"],
-    "READ_ONLY": str(c["securityContext"]["readOnlyRootFilesystem"]).lower(),
-    "DROP_CAPS": ",".join(c["securityContext"]["capabilities"]["drop"]),
-    "MEMORY": c["resources"]["limits"]["memory"].replace("Gi", "g"),
-    "ENV_ARGS": " ".join(shlex.quote(f"--env={e['name']}={e['value']}") for e in c.get("env", [])),
+    "GRACE": int(value("terminationGracePeriodSeconds")),
+    "BUDGET": int(value("periodSeconds", probe)) * int(value("failureThreshold", probe)),
+    "RUN_AS": int(value("runAsUser")),
+    "READ_ONLY": value("readOnlyRootFilesystem", container_security),
+    "DROP_CAPS": ",".join(c.strip(" \"'") for c in value("drop", container_security).strip("[]").split(",")),
+    "MEMORY": value("memory", block("limits")).replace("Gi", "g"),
+    "ENV_ARGS": " ".join(shlex.quote(e) for e in env),
 }
-for key, value in out.items():
-    print(f"{key}={shlex.quote(str(value))}")
+for key, val in out.items():
+    print(f"{key}={shlex.quote(str(val))}")
 PY
-)"
+) || fail "could not read the Deployment's settings from $DEPLOYMENT"
+eval "$SETTINGS"
 echo "  startup probe budget ${BUDGET}s, grace period ${GRACE}s, runAsUser $RUN_AS, memory limit $MEMORY,"
 echo "  readOnlyRootFilesystem $READ_ONLY, capabilities dropped: $DROP_CAPS, env: $ENV_ARGS"
 
