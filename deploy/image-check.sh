@@ -169,6 +169,11 @@ elif [ "$OFFLINE" = 1 ]; then
   SYSROOT=$(rustc --print sysroot)
   REGISTRY=${CARGO_HOME:-$HOME/.cargo}/registry
   mkdir -p "$REGISTRY" "$WORK/target"
+  # cargo decides by mtimes, and the files of one context can be older than the
+  # last build from another (git archive dates them to the commit): forget the
+  # crate's own fingerprints so it is always compiled from the context in hand
+  # (only when the context changed, since podman's cache skips the step otherwise).
+  rm -rf "$WORK"/target/release/.fingerprint/nlp-serve-*
   echo "  Rust: $(rustc --version) from $SYSROOT (read-only), crates from $REGISTRY"
   BUILD_ARGS=(--build-arg RUST_IMAGE="$LOCAL_RUST" --build-arg DEBIAN_IMAGE="$LOCAL_DEBIAN"
     --build-arg TORCH_INDEX="${TORCH_INDEX:-https://pypi.org/simple}"
