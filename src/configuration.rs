@@ -95,6 +95,8 @@ pub struct RuntimeSettings {
     pub retain_freed_memory: bool,
     pub fault_injection: bool,
     pub device: DeviceSetting,
+    pub tokenizer_threads: usize,
+    pub tokenizer_queue_size: usize,
 }
 
 /// Where a model comes from and how its queue is shaped; common to all tasks.

@@ -29,6 +29,7 @@ pub struct Metrics {
     model_ready: IntGaugeVec,
     active_sequences: IntGaugeVec,
     abandoned_requests: IntCounterVec,
+    recoveries: IntCounterVec,
     queue_capacity: IntGaugeVec,
 }
 
@@ -125,6 +126,14 @@ impl Metrics {
                 &["task", "reason"],
             )
             .expect("metric definition is valid"),
+            recoveries: IntCounterVec::new(
+                Opts::new(
+                    "worker_recoveries_total",
+                    "Panics a task's worker caught: the requests involved got errors and the model state was rebuilt.",
+                ),
+                &["task"],
+            )
+            .expect("metric definition is valid"),
             queue_capacity: IntGaugeVec::new(
                 Opts::new(
                     "queue_capacity",
@@ -141,6 +150,7 @@ impl Metrics {
             metrics.queue_depth(task).set(0);
             metrics.model_ready.with_label_values(&[task.name()]).set(0);
             let _ = metrics.generated_tokens.with_label_values(&[task.name()]);
+            let _ = metrics.recoveries.with_label_values(&[task.name()]);
             metrics.active_sequences(task).set(0);
             for reason in ["disconnected", "deadline"] {
                 let _ = metrics.abandoned(task, reason);
@@ -150,7 +160,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.request_duration.clone()),
@@ -163,6 +173,7 @@ impl Metrics {
             Box::new(self.model_ready.clone()),
             Box::new(self.active_sequences.clone()),
             Box::new(self.abandoned_requests.clone()),
+            Box::new(self.recoveries.clone()),
             Box::new(self.queue_capacity.clone()),
         ];
         for collector in collectors {
@@ -217,6 +228,16 @@ impl Metrics {
 
     pub fn queue_capacity(&self, task: Task) -> IntGauge {
         self.queue_capacity.with_label_values(&[task.name()])
+    }
+
+    pub fn model_serving(&self, task: Task) {
+        self.model_ready.with_label_values(&[task.name()]).set(1);
+    }
+
+    /// A worker caught a panic: the requests it held failed, its model state
+    /// was rebuilt.
+    pub fn recovered(&self, task: Task) {
+        self.recoveries.with_label_values(&[task.name()]).inc();
     }
 
     pub fn model_unready(&self, task: Task) {

@@ -16,6 +16,7 @@ use tracing_actix_web::TracingLogger;
 use crate::access::{self, AccessControl};
 use crate::configuration::CorsSettings;
 use crate::configuration::{ModelSettings, Settings};
+use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::engine::{worker, BatchShape, LoadError, LoadReport, Predictor, Task, TaskHandle};
 use crate::extract::BodyLimit;
 use crate::generation;
@@ -198,12 +199,23 @@ fn start_tasks(
                 device,
                 precision: completion.precision,
                 max_prompt_tokens: completion.max_prompt_tokens,
+                fault_injection: settings.runtime.fault_injection,
             };
             let limits = BatchLimits {
                 max_sequences: completion.model.max_batch_size.max(1),
                 max_tokens: completion.max_batch_tokens,
             };
-            generation::spawn(config, completion.model.queue_size, limits, metrics.clone())
+            let pool = TokenizerPool::new(
+                settings.runtime.tokenizer_threads,
+                settings.runtime.tokenizer_queue_size,
+            )?;
+            generation::spawn(
+                config,
+                completion.model.queue_size,
+                limits,
+                pool,
+                metrics.clone(),
+            )
         })?,
         qa: start_task(Task::QuestionAnswering, &qa.model, &mut loads, || {
             let config = QaConfig {
@@ -219,6 +231,7 @@ fn start_tasks(
                 location: location(&translation.model),
                 device,
                 settings: translation.clone(),
+                fault_injection: settings.runtime.fault_injection,
             };
             spawn_predictor::<TranslationPredictor>(
                 Task::Translation,

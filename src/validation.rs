@@ -1,6 +1,7 @@
 //! Validation: turns request bodies into jobs the predictors accept, or says
 //! which field is wrong. Runs before anything is queued. Limits that need the
-//! tokenizer (prompt tokens, context length) are checked by the predictor.
+//! tokenizer (prompt tokens, context length) are checked next, on the
+//! tokenizer pool (`PromptEncoder`), also before anything is queued.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use crate::api::complete::CompleteRequest;
 use crate::api::qa::QaRequest;
 use crate::api::translate::{TextInput, TranslateRequest};
 use crate::configuration::{CompletionSettings, QaSettings, TranslationSettings};
-use crate::predictors::completion::CompletionJob;
+use crate::predictors::completion::{CompletionJob, GenerationOptions};
 use crate::predictors::question_answering::QaJob;
 use crate::predictors::translation::TranslationJob;
 
@@ -180,16 +181,18 @@ pub fn completion(
     }
     Ok(CompletionJob {
         prompt: request.prompt.clone(),
-        max_new_tokens,
-        min_new_tokens,
-        temperature,
-        top_p,
-        top_k,
-        repetition_penalty,
-        num_return_sequences,
-        seed: request.seed,
-        stop,
-        stop_at_sentence_end: request.stop_at_sentence_end,
+        options: GenerationOptions {
+            max_new_tokens,
+            min_new_tokens,
+            temperature,
+            top_p,
+            top_k,
+            repetition_penalty,
+            num_return_sequences,
+            seed: request.seed,
+            stop,
+            stop_at_sentence_end: request.stop_at_sentence_end,
+        },
     })
 }
 
@@ -263,11 +266,11 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(
-            job.max_new_tokens,
+            job.options.max_new_tokens,
             settings.completion.default_max_new_tokens
         );
-        assert_eq!(job.num_return_sequences, 1);
-        assert_eq!(job.temperature, 1.0);
+        assert_eq!(job.options.num_return_sequences, 1);
+        assert_eq!(job.options.temperature, 1.0);
     }
 
     #[test]

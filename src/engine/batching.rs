@@ -2,7 +2,8 @@
 //! translation): the worker takes the first waiting request, gathers more
 //! for up to `max_wait` or until `max_batch_size`, drops those whose caller
 //! left or whose deadline passed, and answers the rest with one `predict`
-//! call. A panic inside the model is caught and answered as an error.
+//! call. A panic anywhere in a turn is caught: the batch gets 500s, and the
+//! model is loaded again with `/ready` at 503 meanwhile.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -91,9 +92,13 @@ impl<R: Send + 'static, O: Send + 'static> Worker<BatchJob<R, O>> {
             reply,
             timing,
         })?;
-        let result = answer
-            .await
-            .map_err(|_| SubmitError::WorkerGone(self.task))?;
+        // The worker drops a reply unanswered only when it panicked
+        // outside the model: a server error, not a stopped worker.
+        let result = answer.await.map_err(|_| {
+            SubmitError::Predict(PredictError::Failed(
+                "the worker failed while serving this request".into(),
+            ))
+        })?;
         self.metrics
             .request_duration(self.task)
             .observe(timing.enqueued.elapsed().as_secs_f64());
@@ -139,71 +144,91 @@ fn serve<R: Send + 'static, O: Send + 'static, C: Clone + Send + 'static>(
     metrics: &Metrics,
     status: &ModelStatus,
 ) {
-    while let Some(mut jobs) = next_batch(&receiver, shape) {
+    while let Some(jobs) = next_batch(&receiver, shape) {
         metrics.queue_depth(task).sub(jobs.len() as i64);
-        let now = Instant::now();
-        jobs.retain(|job| {
-            if job.reply.is_closed() {
-                // A caller that went away (client disconnected) costs no compute.
-                metrics.abandoned(task, "disconnected").inc();
-                return false;
-            }
-            true
-        });
-        let (expired, jobs): (Vec<_>, Vec<_>) =
-            jobs.into_iter().partition(|job| job.timing.expired(now));
-        for job in expired {
-            metrics.abandoned(task, "deadline").inc();
-            let _ = job.reply.send(Err(PredictError::DeadlineExceeded));
-        }
-        if jobs.is_empty() {
-            continue;
-        }
-        let batch_started = Instant::now();
-        let mut waiting: Vec<(Reply<O>, Duration)> = Vec::with_capacity(jobs.len());
-        let mut requests = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let queued = batch_started.duration_since(job.timing.enqueued);
-            metrics.queue_duration(task).observe(queued.as_secs_f64());
-            waiting.push((job.reply, queued));
-            requests.push(job.request);
-        }
-        let batch_size = requests.len();
-        metrics.batch_size(task).observe(batch_size as f64);
-        let results = catch_unwind(AssertUnwindSafe(|| predictor.predict(requests)));
-        let inference_time = batch_started.elapsed();
-        metrics
-            .inference_duration(task)
-            .observe(inference_time.as_secs_f64());
-        let results = match results {
-            Ok(results) if results.len() == batch_size => results,
-            Ok(results) => {
-                let message = format!(
-                    "{task} predictor returned {} results for {batch_size} requests",
-                    results.len()
-                );
-                tracing::error!("{message}");
-                failures(&message, batch_size)
-            }
-            Err(panic) => {
-                let message = panic_message(&panic);
-                tracing::error!(task = %task, "predictor panicked: {message}; reloading the model");
-                // Answer first: nobody waits for the reload.
-                for (reply, _) in waiting.drain(..) {
-                    let _ = reply.send(Err(PredictError::Failed(message.clone())));
-                }
-                predictor = reload_until_loaded(task, &reload, status);
-                continue;
-            }
-        };
-        for ((reply, queue_time), result) in waiting.into_iter().zip(results) {
-            let _ = reply.send(result.map(|output| Answered {
-                output,
-                queue_time,
-                inference_time,
-            }));
+        // A panic outside `predict` drops the batch's reply senders while
+        // unwinding; their callers answer 500 for that.
+        let served = catch_unwind(AssertUnwindSafe(|| {
+            serve_batch(task, &mut *predictor, jobs, metrics)
+        }))
+        .unwrap_or_else(|panic| Err(panic_message(&panic)));
+        if let Err(message) = served {
+            tracing::error!(task = %task, "the {task} worker panicked: {message}; reloading the model");
+            metrics.recovered(task);
+            predictor = reload_until_loaded(task, &reload, status);
         }
     }
+}
+
+/// Answers one batch. Err(message) when the model panicked: the batch has
+/// its errors, and the model must be loaded again.
+fn serve_batch<R: Send + 'static, O: Send + 'static, C: Clone + Send + 'static>(
+    task: Task,
+    predictor: &mut dyn Predictor<Config = C, Request = R, Output = O>,
+    mut jobs: Vec<BatchJob<R, O>>,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let now = Instant::now();
+    jobs.retain(|job| {
+        if job.reply.is_closed() {
+            // A caller that went away (client disconnected) costs no compute.
+            metrics.abandoned(task, "disconnected").inc();
+            return false;
+        }
+        true
+    });
+    let (expired, jobs): (Vec<_>, Vec<_>) =
+        jobs.into_iter().partition(|job| job.timing.expired(now));
+    for job in expired {
+        metrics.abandoned(task, "deadline").inc();
+        let _ = job.reply.send(Err(PredictError::DeadlineExceeded));
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let batch_started = Instant::now();
+    let mut waiting: Vec<(Reply<O>, Duration)> = Vec::with_capacity(jobs.len());
+    let mut requests = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let queued = batch_started.duration_since(job.timing.enqueued);
+        metrics.queue_duration(task).observe(queued.as_secs_f64());
+        waiting.push((job.reply, queued));
+        requests.push(job.request);
+    }
+    let batch_size = requests.len();
+    metrics.batch_size(task).observe(batch_size as f64);
+    let results = catch_unwind(AssertUnwindSafe(|| predictor.predict(requests)));
+    let inference_time = batch_started.elapsed();
+    metrics
+        .inference_duration(task)
+        .observe(inference_time.as_secs_f64());
+    let results = match results {
+        Ok(results) if results.len() == batch_size => results,
+        Ok(results) => {
+            let message = format!(
+                "{task} predictor returned {} results for {batch_size} requests",
+                results.len()
+            );
+            tracing::error!("{message}");
+            failures(&message, batch_size)
+        }
+        Err(panic) => {
+            let message = panic_message(&panic);
+            // Answer first: nobody waits for the reload.
+            for (reply, _) in waiting {
+                let _ = reply.send(Err(PredictError::Failed(message.clone())));
+            }
+            return Err(message);
+        }
+    };
+    for ((reply, queue_time), result) in waiting.into_iter().zip(results) {
+        let _ = reply.send(result.map(|output| Answered {
+            output,
+            queue_time,
+            inference_time,
+        }));
+    }
+    Ok(())
 }
 
 /// A panic may leave a model's state broken: load it again, with `/ready`

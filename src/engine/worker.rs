@@ -64,6 +64,15 @@ impl Timing {
         }
     }
 
+    /// Queued now, with a deadline fixed earlier (when the request arrived,
+    /// before it was tokenized).
+    pub fn queued_now(deadline: Option<Instant>) -> Timing {
+        Timing {
+            enqueued: Instant::now(),
+            deadline,
+        }
+    }
+
     pub fn expired(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|deadline| now >= deadline)
     }
@@ -85,6 +94,13 @@ impl ModelStatus {
 
     pub fn ready(&self, elapsed: Duration) {
         self.metrics.model_loaded(self.task, elapsed);
+        self.state.store(READY, Ordering::SeqCst);
+    }
+
+    /// The worker rebuilt its state after a panic without loading the model
+    /// again: ready, with the load time of the last load kept.
+    pub fn rebuilt(&self) {
+        self.metrics.model_serving(self.task);
         self.state.store(READY, Ordering::SeqCst);
     }
 }

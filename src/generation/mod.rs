@@ -1,61 +1,108 @@
 //! Text generation as a service: an incremental GPT-2 decoder with a
 //! key/value cache (`gpt2`, `kv_cache`), weights at a chosen precision
-//! (`linear`), per-sequence sampling (`sampling`), and the continuous
-//! batching loop that runs many requests through one model (`scheduler`).
+//! (`linear`), per-sequence sampling (`sampling`), incremental
+//! detokenization (`detokenize`), and the continuous batching loop that runs
+//! many requests through one model (`scheduler`).
 
+pub mod detokenize;
 pub mod gpt2;
 pub mod kv_cache;
 pub mod linear;
 pub mod sampling;
 pub mod scheduler;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use crate::engine::{LoadReport, SubmitError, Task, Timing, Worker};
+use crate::api::health::ModelState;
+use crate::engine::tokenizer_pool::{PoolError, TokenizerPool};
+use crate::engine::{LoadReport, PredictError, SubmitError, Task, Timing, Worker};
 use crate::metrics::Metrics;
-use crate::predictors::completion::{CompletionConfig, CompletionJob, CompletionModel};
+use crate::predictors::completion::{
+    CompletionConfig, CompletionJob, CompletionModel, PromptEncoder,
+};
 use scheduler::{BatchLimits, GenerationEvent, GenerationJob, Scheduler};
 
-/// The caller's side of the generation worker.
-pub type GenerationHandle = Worker<GenerationJob>;
+/// The caller's side of the generation worker: tokenizes on the pool, then
+/// queues ids for the model thread. Cheap to clone.
+#[derive(Clone)]
+pub struct GenerationHandle {
+    worker: Worker<GenerationJob>,
+    /// Set by the worker once the model (and so its tokenizer) is loaded.
+    encoder: Arc<OnceLock<Arc<PromptEncoder>>>,
+    pool: TokenizerPool,
+}
 
 /// Loads the completion model on a new thread and starts its scheduler.
 pub fn spawn(
     config: CompletionConfig,
     queue_size: usize,
     limits: BatchLimits,
+    pool: TokenizerPool,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(GenerationHandle, LoadReport)> {
     let scheduler_metrics = metrics.clone();
-    Worker::spawn(
+    let encoder = Arc::new(OnceLock::new());
+    let published = encoder.clone();
+    let (worker, report) = Worker::spawn(
         Task::Completion,
         queue_size,
         metrics,
-        move || CompletionModel::load(config),
-        // A panic inside a decoding step fails the running requests and resets
-        // the cache; the weights are read-only, so no reload is needed.
-        move |model, receiver, _status| {
-            Scheduler::new(model, limits, scheduler_metrics).run(receiver)
+        move || {
+            let model = CompletionModel::load(config)?;
+            let _ = published.set(model.encoder.clone());
+            Ok(model)
         },
-    )
+        move |model, receiver, status| {
+            Scheduler::new(model, limits, scheduler_metrics).run(receiver, &status)
+        },
+    )?;
+    Ok((
+        GenerationHandle {
+            worker,
+            encoder,
+            pool,
+        },
+        report,
+    ))
 }
 
-impl Worker<GenerationJob> {
-    /// Queues a generation; its events arrive on the returned receiver.
-    /// Dropping the receiver cancels the generation at the next step.
-    pub fn generate(
+impl GenerationHandle {
+    pub fn state(&self) -> ModelState {
+        self.worker.state()
+    }
+
+    /// Tokenizes the prompt (checking every token limit) and queues the
+    /// generation; its events arrive on the returned receiver. Dropping the
+    /// receiver cancels the generation at the next step.
+    pub async fn generate(
         &self,
         job: CompletionJob,
         timeout: Option<Duration>,
     ) -> Result<UnboundedReceiver<GenerationEvent>, SubmitError> {
+        let arrived = Instant::now();
+        let task = self.worker.task;
+        // A model that is not ready answers 503 before any tokenizing.
+        let encoder = match (self.worker.state(), self.encoder.get()) {
+            (ModelState::Ready, Some(encoder)) => encoder.clone(),
+            _ => return Err(SubmitError::NotReady(task)),
+        };
+        let (prompt, options) = self
+            .pool
+            .run(move || encoder.encode(&job).map(|prompt| (prompt, job.options)))
+            .await
+            .map_err(|error| match error {
+                PoolError::Full => SubmitError::QueueFull(task),
+                PoolError::Failed(message) => SubmitError::Predict(PredictError::Failed(message)),
+            })??;
         let (events, receiver) = unbounded_channel();
-        self.enqueue(GenerationJob {
-            job,
+        self.worker.enqueue(GenerationJob {
+            prompt,
+            options,
             events,
-            timing: Timing::new(timeout),
+            timing: Timing::queued_now(timeout.map(|timeout| arrived + timeout)),
         })?;
         Ok(receiver)
     }

@@ -1,6 +1,8 @@
 //! Choosing the next token from one row of logits: repetition penalty,
 //! minimum length, temperature, top-k, top-p. Each sequence owns its random
-//! generator, so a seed gives the same text alone or in any batch.
+//! generator, so other requests never draw from it: a seed gives the same
+//! draws alone or in a batch. The logits it draws from can still differ in
+//! the last bits between batch sizes (see README, Known limits).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,12 +1,16 @@
 //! Continuous batching for text generation.
 //!
 //! One thread owns the model and a `KvCache` holding every running sequence.
-//! Each turn of its loop admits waiting requests (their prompts are
-//! prefilled together in one pass and join the batch), runs one decoding step for all sequences,
-//! and retires the sequences that finished, whose client left, or whose
-//! deadline passed. A short autocomplete therefore starts at the next step
-//! instead of waiting for a long generation to end, and leaves the batch as
-//! soon as it is done. Events go back to the caller as they happen.
+//! Each turn of its loop admits waiting requests (their prompts, already
+//! tokenized, are prefilled together in one left-padded pass and join the
+//! batch), runs one decoding step for all sequences, and retires the
+//! sequences that finished, whose client left, or whose deadline passed. A
+//! short autocomplete therefore starts at the next step instead of waiting
+//! for a long generation to end, and leaves the batch as soon as it is done.
+//! Events go back to the caller as they happen.
+//!
+//! A panic anywhere in a turn fails the requests it holds (500), rebuilds
+//! the batch state and serves on; `/ready` is 503 meanwhile.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,13 +21,15 @@ use std::time::{Duration, Instant};
 use tch::{Kind, Tensor};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::detokenize::IncrementalDecoder;
 use super::kv_cache::KvCache;
 use super::sampling::{Sampler, SamplingParams};
-use crate::engine::worker::{panic_message, Timing};
+use crate::engine::worker::{panic_message, ModelStatus, Timing};
 use crate::engine::{PredictError, Task};
 use crate::metrics::Metrics;
 use crate::predictors::completion::{
-    fresh_seed, CompletionJob, CompletionModel, CompletionOutput, Finish, GeneratedText,
+    fresh_seed, CompletionModel, CompletionOutput, EncodedPrompt, Finish, GeneratedText,
+    GenerationOptions,
 };
 use crate::text::stream::TextStream;
 
@@ -53,7 +59,8 @@ pub enum GenerationEvent {
 }
 
 pub struct GenerationJob {
-    pub job: CompletionJob,
+    pub prompt: EncodedPrompt,
+    pub options: GenerationOptions,
     pub events: UnboundedSender<GenerationEvent>,
     pub timing: Timing,
 }
@@ -87,9 +94,12 @@ struct Row {
     max_new_tokens: usize,
     min_new_tokens: usize,
     sampler: Sampler,
+    detokenizer: IncrementalDecoder,
     stream: TextStream,
     released: String,
     finish: Option<Finish>,
+    /// Testing only: sampling for this row panics.
+    inject_fault: bool,
 }
 
 impl Row {
@@ -125,27 +135,54 @@ impl Scheduler {
     }
 
     /// Serves the queue until every sender is gone and all work is done.
-    pub fn run(mut self, receiver: Receiver<GenerationJob>) {
+    pub fn run(mut self, receiver: Receiver<GenerationJob>, status: &ModelStatus) {
         tch::no_grad(|| loop {
-            if self.rows.is_empty() && self.pending.is_none() {
-                match receiver.recv() {
-                    Ok(job) => {
-                        self.metrics.queue_depth(TASK).dec();
-                        self.pending = Some(job);
-                    }
-                    Err(_) => return,
-                }
+            match catch_unwind(AssertUnwindSafe(|| self.turn(&receiver))) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(panic) => self.recover(panic_message(&panic), status),
             }
-            self.admit(&receiver);
-            self.retire();
-            if !self.rows.is_empty() {
-                self.step();
-                self.retire();
-            }
-            self.metrics
-                .active_sequences(TASK)
-                .set(self.rows.len() as i64);
         })
+    }
+
+    /// One turn of the loop; false once the queue is closed and idle.
+    fn turn(&mut self, receiver: &Receiver<GenerationJob>) -> bool {
+        if self.rows.is_empty() && self.pending.is_none() {
+            match receiver.recv() {
+                Ok(job) => {
+                    self.metrics.queue_depth(TASK).dec();
+                    self.pending = Some(job);
+                }
+                Err(_) => return false,
+            }
+        }
+        self.admit(receiver);
+        self.retire();
+        if !self.rows.is_empty() {
+            self.step();
+            self.retire();
+        }
+        self.metrics
+            .active_sequences(TASK)
+            .set(self.rows.len() as i64);
+        true
+    }
+
+    /// A panic may have left the batch half updated: every request held
+    /// gets a 500 and the batch starts over empty. Requests being admitted
+    /// when it happened were dropped with their event senders, which their
+    /// handlers also answer with a 500. The weights are read-only, so they
+    /// need no reload.
+    fn recover(&mut self, message: String, status: &ModelStatus) {
+        status.reloading();
+        self.metrics.recovered(TASK);
+        tracing::error!(task = %TASK, "generation loop panicked: {message}; rebuilding its state");
+        if let Some(job) = self.pending.take() {
+            fail(&job.events, message.clone());
+        }
+        self.fail_all(message);
+        self.metrics.active_sequences(TASK).set(0);
+        status.rebuilt();
     }
 
     fn reserved_tokens(&self) -> usize {
@@ -155,7 +192,7 @@ impl Scheduler {
     /// Starts waiting requests while the batch has room; their prompts are
     /// prefilled together.
     fn admit(&mut self, receiver: &Receiver<GenerationJob>) {
-        let mut group: Vec<(GenerationJob, Vec<i64>)> = Vec::new();
+        let mut group: Vec<GenerationJob> = Vec::new();
         let (mut sequences, mut reserved) = (self.rows.len(), self.reserved_tokens());
         let mut longest = 0;
         loop {
@@ -180,16 +217,10 @@ impl Scheduler {
                     .send(GenerationEvent::Failed(PredictError::DeadlineExceeded));
                 continue;
             }
-            let prompt = match self.model.encode(&job.job) {
-                Ok(prompt) => prompt,
-                Err(error) => {
-                    let _ = job.events.send(GenerationEvent::Failed(error));
-                    continue;
-                }
-            };
-            let copies = job.job.num_return_sequences;
-            let needed = copies * (prompt.len() + job.job.max_new_tokens);
-            let padded = (group.len() + 1) * longest.max(prompt.len());
+            let prompt_len = job.prompt.ids.len();
+            let copies = job.options.num_return_sequences;
+            let needed = copies * (prompt_len + job.options.max_new_tokens);
+            let padded = (group.len() + 1) * longest.max(prompt_len);
             let full = sequences + copies > self.limits.max_sequences
                 || reserved + needed > self.limits.max_tokens
                 || padded > MAX_PREFILL_TOKENS;
@@ -199,8 +230,8 @@ impl Scheduler {
             }
             sequences += copies;
             reserved += needed;
-            longest = longest.max(prompt.len());
-            group.push((job, prompt));
+            longest = longest.max(prompt_len);
+            group.push(job);
         }
         if !group.is_empty() {
             self.start(group);
@@ -209,24 +240,24 @@ impl Scheduler {
 
     /// Prefills a group of requests in one pass and adds their sequences to
     /// the batch.
-    fn start(&mut self, group: Vec<(GenerationJob, Vec<i64>)>) {
+    fn start(&mut self, group: Vec<GenerationJob>) {
         let now = Instant::now();
-        for (job, prompt) in &group {
+        for job in &group {
             let queue_time = now.duration_since(job.timing.enqueued);
             self.metrics
                 .queue_duration(TASK)
                 .observe(queue_time.as_secs_f64());
             let _ = job.events.send(GenerationEvent::Started {
                 queue_time,
-                prompt_tokens: prompt.len(),
+                prompt_tokens: job.prompt.ids.len(),
             });
         }
         let copies: Vec<usize> = group
             .iter()
-            .map(|(job, _)| job.job.num_return_sequences)
+            .map(|job| job.options.num_return_sequences)
             .collect();
         let prefilled = catch_unwind(AssertUnwindSafe(|| {
-            let prompts: Vec<&[i64]> = group.iter().map(|(_, prompt)| prompt.as_slice()).collect();
+            let prompts: Vec<&[i64]> = group.iter().map(|job| job.prompt.ids.as_slice()).collect();
             let prefilled = self.model.decoder.prefill(&prompts).repeat_rows(&copies);
             logits_rows(&prefilled.logits).map(|logits| (logits, prefilled))
         }));
@@ -236,10 +267,10 @@ impl Scheduler {
             Err(panic) => return fail_group(&group, panic_message(&panic)),
         };
         let mut row_logits = logits.rows();
-        for (job, prompt) in group {
+        for job in group {
             let id = self.next_request;
             self.next_request += 1;
-            let request = job.job;
+            let (prompt, request) = (job.prompt, job.options);
             let copies = request.num_return_sequences;
             self.requests.insert(
                 id,
@@ -247,7 +278,7 @@ impl Scheduler {
                     events: job.events,
                     timing: job.timing,
                     started: now,
-                    prompt_tokens: prompt.len(),
+                    prompt_tokens: prompt.ids.len(),
                     completions: vec![None; copies],
                     unfinished: copies,
                     completion_tokens: 0,
@@ -264,15 +295,17 @@ impl Scheduler {
                 let mut row = Row {
                     request: id,
                     index,
-                    history: prompt.clone(),
-                    prompt_len: prompt.len(),
+                    history: prompt.ids.clone(),
+                    prompt_len: prompt.ids.len(),
                     generated: 0,
                     max_new_tokens: request.max_new_tokens,
                     min_new_tokens: request.min_new_tokens,
                     sampler: Sampler::new(params.clone(), seed.wrapping_add(index as u64)),
+                    detokenizer: IncrementalDecoder::new(),
                     stream: TextStream::new(request.stop.clone(), request.stop_at_sentence_end),
                     released: String::new(),
                     finish: None,
+                    inject_fault: prompt.inject_fault,
                 };
                 if let Some(logits) = row_logits.next() {
                     self.advance(&mut row, logits);
@@ -318,6 +351,9 @@ impl Scheduler {
 
     /// Samples the next token of `row` and tells its client the new text.
     fn advance(&mut self, row: &mut Row, logits: &mut [f32]) {
+        if row.inject_fault {
+            panic!("fault injection: the prompt asked for a panic while sampling");
+        }
         let banned = (row.generated < row.min_new_tokens).then_some(self.model.eos_id);
         let token = row.sampler.next_token(logits, &row.history, banned);
         row.generated += 1;
@@ -330,8 +366,11 @@ impl Scheduler {
             return;
         }
         row.history.push(token);
-        let text = self.model.decode(&row.history[row.prompt_len..]);
-        let update = row.stream.update(&text);
+        let model = &self.model;
+        let new_text = row
+            .detokenizer
+            .next(&row.history[row.prompt_len..], |ids| model.decode(ids));
+        let update = row.stream.push(&new_text);
         self.send_text(row, update.delta);
         if update.stopped {
             row.finish = Some(Finish::Stop);
@@ -394,9 +433,12 @@ impl Scheduler {
         if finish == Finish::Deadline {
             self.metrics.abandoned(TASK, "deadline").inc();
         }
-        let text = self.model.decode(&row.history[row.prompt_len..]);
         if finish != Finish::Stop {
-            let rest = row.stream.finish(&text);
+            let model = &self.model;
+            let tail = row
+                .detokenizer
+                .flush(&row.history[row.prompt_len..], |ids| model.decode(ids));
+            let rest = row.stream.finish(&tail);
             self.send_text(row, rest);
         }
         let Some(request) = self.requests.get_mut(&row.request) else {
@@ -446,9 +488,9 @@ fn fail(events: &UnboundedSender<GenerationEvent>, message: String) {
     let _ = events.send(GenerationEvent::Failed(PredictError::Failed(message)));
 }
 
-fn fail_group(group: &[(GenerationJob, Vec<i64>)], message: String) {
+fn fail_group(group: &[GenerationJob], message: String) {
     tracing::error!(task = %TASK, "prefill failed: {message}");
-    for (job, _) in group {
+    for job in group {
         fail(&job.events, message.clone());
     }
 }
@@ -457,7 +499,6 @@ fn last_token(row: &Row) -> i64 {
     row.history.last().copied().unwrap_or(0)
 }
 
-/// [rows, vocab] logits as one vector per row.
 /// [rows, vocab] logits copied once to the CPU; `rows()` hands out each row.
 struct Logits {
     values: Vec<f32>,

@@ -1,13 +1,15 @@
 //! Text completion with a GPT-2 family model: the request and answer types,
-//! and the loaded model (tokenizer plus `Gpt2Decoder`). The decoding loop
-//! that serves many requests at once is `generation::scheduler`.
+//! the prompt encoder that the tokenizer pool runs, and the loaded model
+//! (tokenizer plus `Gpt2Decoder`). The decoding loop that serves many
+//! requests at once is `generation::scheduler`.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rust_bert::pipelines::common::{ModelType, TokenizerOption};
 use tch::Device;
 
-use super::{model_error, read_json};
+use super::{model_error, read_json, FAULT_INPUT};
 use crate::engine::{LoadError, PredictError};
 use crate::generation::gpt2::Gpt2Decoder;
 use crate::generation::linear::{fbgemm_available, Precision};
@@ -26,12 +28,14 @@ pub struct CompletionConfig {
     pub device: Device,
     pub precision: Precision,
     pub max_prompt_tokens: usize,
+    /// Testing only: the prompt FAULT_INPUT makes the generation loop panic
+    /// (while sampling, outside any forward pass).
+    pub fault_injection: bool,
 }
 
-/// A validated completion request.
+/// How to generate: everything of a validated request but its prompt.
 #[derive(Debug, Clone)]
-pub struct CompletionJob {
-    pub prompt: String,
+pub struct GenerationOptions {
     pub max_new_tokens: usize,
     /// The end-of-text token is banned until this many tokens exist.
     pub min_new_tokens: usize,
@@ -44,6 +48,21 @@ pub struct CompletionJob {
     pub seed: Option<u64>,
     pub stop: Vec<String>,
     pub stop_at_sentence_end: bool,
+}
+
+/// A validated completion request, before tokenization.
+#[derive(Debug, Clone)]
+pub struct CompletionJob {
+    pub prompt: String,
+    pub options: GenerationOptions,
+}
+
+/// A prompt as the model sees it.
+#[derive(Debug, Clone)]
+pub struct EncodedPrompt {
+    pub ids: Vec<i64>,
+    /// Testing only: the generation loop panics on this request.
+    pub inject_fault: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,12 +87,71 @@ pub struct CompletionOutput {
     pub completion_tokens: usize,
 }
 
-/// A GPT-2 model ready to decode: tokenizer and network.
+/// Turns prompts into token ids and checks every limit that needs them. It
+/// runs on the tokenizer pool, so a prompt over a limit is refused before it
+/// takes a queue slot, and no model thread ever tokenizes.
+pub struct PromptEncoder {
+    tokenizer: Arc<TokenizerOption>,
+    max_prompt_tokens: usize,
+    context_length: usize,
+    fault_injection: bool,
+}
+
+impl PromptEncoder {
+    /// The prompt's token ids, checked against the prompt limit and the
+    /// model's context.
+    pub fn encode(&self, job: &CompletionJob) -> Result<EncodedPrompt, PredictError> {
+        let ids = self
+            .tokenizer
+            .convert_tokens_to_ids(&self.tokenizer.tokenize(&job.prompt));
+        self.check_lengths(ids.len(), job.options.max_new_tokens)?;
+        Ok(EncodedPrompt {
+            ids,
+            inject_fault: self.fault_injection && job.prompt == FAULT_INPUT,
+        })
+    }
+
+    fn check_lengths(
+        &self,
+        prompt_tokens: usize,
+        max_new_tokens: usize,
+    ) -> Result<(), PredictError> {
+        let context_length = self.context_length;
+        if prompt_tokens == 0 {
+            // GPT-2's tokenizer drops a prompt of only spaces.
+            return Err(PredictError::Invalid {
+                field: "prompt".into(),
+                message: "contains no tokens (only whitespace?)".into(),
+            });
+        }
+        if prompt_tokens > self.max_prompt_tokens {
+            return Err(PredictError::Invalid {
+                field: "prompt".into(),
+                message: format!(
+                    "is {prompt_tokens} tokens long; the limit is {} tokens",
+                    self.max_prompt_tokens
+                ),
+            });
+        }
+        if prompt_tokens + max_new_tokens > context_length {
+            return Err(PredictError::Invalid {
+                field: "max_new_tokens".into(),
+                message: format!(
+                    "the prompt ({prompt_tokens} tokens) plus max_new_tokens ({max_new_tokens}) exceed the model's context of {context_length} tokens"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A GPT-2 model ready to decode: network, and the tokenizer both ways.
 pub struct CompletionModel {
     pub decoder: Gpt2Decoder,
-    tokenizer: TokenizerOption,
+    tokenizer: Arc<TokenizerOption>,
     pub eos_id: i64,
-    max_prompt_tokens: usize,
+    /// Shared with the tokenizer pool.
+    pub encoder: Arc<PromptEncoder>,
 }
 
 impl CompletionModel {
@@ -110,68 +188,35 @@ impl CompletionModel {
         .map_err(|error| model_error(&files.source, error))?;
         let vocab = files.require("vocab.json")?;
         let merges = files.require("merges.txt")?;
-        let tokenizer = TokenizerOption::from_file(
-            ModelType::GPT2,
-            &vocab.to_string_lossy(),
-            Some(&merges.to_string_lossy()),
-            false,
-            None,
-            None,
-        )
-        .map_err(|error| model_error(&files.source, error))?;
+        let tokenizer = Arc::new(
+            TokenizerOption::from_file(
+                ModelType::GPT2,
+                &vocab.to_string_lossy(),
+                Some(&merges.to_string_lossy()),
+                false,
+                None,
+                None,
+            )
+            .map_err(|error| model_error(&files.source, error))?,
+        );
+        let encoder = Arc::new(PromptEncoder {
+            tokenizer: tokenizer.clone(),
+            max_prompt_tokens: config.max_prompt_tokens,
+            context_length: decoder.shape().context_length,
+            fault_injection: config.fault_injection,
+        });
         Ok(CompletionModel {
             decoder,
             tokenizer,
             eos_id,
-            max_prompt_tokens: config.max_prompt_tokens,
+            encoder,
         })
     }
 
-    /// The prompt's token ids, checked against the prompt limit and the
-    /// model's context.
-    pub fn encode(&self, job: &CompletionJob) -> Result<Vec<i64>, PredictError> {
-        let ids = self
-            .tokenizer
-            .convert_tokens_to_ids(&self.tokenizer.tokenize(&job.prompt));
-        self.check_lengths(ids.len(), job.max_new_tokens)?;
-        Ok(ids)
-    }
-
+    /// The text of `ids`, without special tokens and without clean-up, so the
+    /// text of a sequence is the text of its pieces joined.
     pub fn decode(&self, ids: &[i64]) -> String {
         self.tokenizer.decode(ids, true, false)
-    }
-
-    fn check_lengths(
-        &self,
-        prompt_tokens: usize,
-        max_new_tokens: usize,
-    ) -> Result<(), PredictError> {
-        let context_length = self.decoder.shape().context_length;
-        if prompt_tokens == 0 {
-            // GPT-2's tokenizer drops a prompt of only spaces.
-            return Err(PredictError::Invalid {
-                field: "prompt".into(),
-                message: "contains no tokens (only whitespace?)".into(),
-            });
-        }
-        if prompt_tokens > self.max_prompt_tokens {
-            return Err(PredictError::Invalid {
-                field: "prompt".into(),
-                message: format!(
-                    "is {prompt_tokens} tokens long; the limit is {} tokens",
-                    self.max_prompt_tokens
-                ),
-            });
-        }
-        if prompt_tokens + max_new_tokens > context_length {
-            return Err(PredictError::Invalid {
-                field: "max_new_tokens".into(),
-                message: format!(
-                    "the prompt ({prompt_tokens} tokens) plus max_new_tokens ({max_new_tokens}) exceed the model's context of {context_length} tokens"
-                ),
-            });
-        }
-        Ok(())
     }
 }
 

@@ -1,5 +1,7 @@
-//! The three models behind the API, each a `Predictor`: rust-bert pipelines on
-//! libtorch. Requests arrive here validated; no HTTP types appear.
+//! The three models behind the API: completion (our GPT-2 passes, served by
+//! `generation::scheduler`), and question answering and translation
+//! (rust-bert pipelines, each a `Predictor` served by `engine::batching`).
+//! Requests arrive here validated; no HTTP types appear.
 
 pub mod completion;
 pub mod question_answering;
@@ -13,6 +15,10 @@ use tch::Device;
 
 use crate::configuration::DeviceSetting;
 use crate::engine::LoadError;
+
+/// With `[runtime] fault_injection`, an input of exactly this (a prompt, a
+/// question, a text to translate) makes its task's worker panic.
+pub const FAULT_INPUT: &str = "__panic__";
 
 pub(crate) fn local(path: &Path) -> Box<LocalResource> {
     Box::new(LocalResource {

@@ -11,7 +11,7 @@ use rust_bert::pipelines::question_answering::{
 };
 use tch::Device;
 
-use super::{local, model_error, read_json, torch_weights};
+use super::{local, model_error, read_json, torch_weights, FAULT_INPUT};
 use crate::configuration::QaSettings;
 use crate::engine::{LoadError, PredictError, Predictor};
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
@@ -28,12 +28,9 @@ pub struct QaConfig {
     pub location: ModelLocation,
     pub device: Device,
     pub settings: QaSettings,
-    /// Testing only: the question FAULT_QUESTION makes `predict` panic.
+    /// Testing only: the question FAULT_INPUT makes `predict` panic.
     pub fault_injection: bool,
 }
-
-/// With `[runtime] fault_injection`, this question panics inside the model.
-pub const FAULT_QUESTION: &str = "__panic__";
 
 /// A validated question.
 #[derive(Debug, Clone)]
@@ -99,8 +96,8 @@ impl Predictor for QaPredictor {
     }
 
     fn predict(&mut self, batch: Vec<QaJob>) -> Vec<Result<Vec<AnswerSpan>, PredictError>> {
-        if self.fault_injection && batch.iter().any(|job| job.question == FAULT_QUESTION) {
-            panic!("fault injection: the question was {FAULT_QUESTION}");
+        if self.fault_injection && batch.iter().any(|job| job.question == FAULT_INPUT) {
+            panic!("fault injection: the question was {FAULT_INPUT}");
         }
         let top_k = batch.iter().map(|job| job.top_k).max().unwrap_or(1).max(1);
         let inputs: Vec<QaInput> = batch

@@ -6,7 +6,7 @@ use rust_bert::pipelines::common::ModelType;
 use rust_bert::pipelines::translation::{Language, TranslationConfig, TranslationModel};
 use tch::Device;
 
-use super::{local, model_error, torch_weights};
+use super::{local, model_error, torch_weights, FAULT_INPUT};
 use crate::configuration::TranslationSettings;
 use crate::engine::{LoadError, PredictError, Predictor};
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
@@ -24,6 +24,8 @@ pub struct TranslationModelConfig {
     pub location: ModelLocation,
     pub device: Device,
     pub settings: TranslationSettings,
+    /// Testing only: the text FAULT_INPUT makes `predict` panic.
+    pub fault_injection: bool,
 }
 
 /// Validated texts of one request.
@@ -35,6 +37,7 @@ pub struct TranslationJob {
 pub struct TranslationPredictor {
     model: TranslationModel,
     sentence_batch_size: usize,
+    fault_injection: bool,
 }
 
 /// Where a sentence's translation goes back.
@@ -71,10 +74,15 @@ impl Predictor for TranslationPredictor {
         Ok(TranslationPredictor {
             model,
             sentence_batch_size: settings.sentence_batch_size.max(1),
+            fault_injection: config.fault_injection,
         })
     }
 
     fn predict(&mut self, batch: Vec<TranslationJob>) -> Vec<Result<Vec<String>, PredictError>> {
+        let poisoned = |job: &TranslationJob| job.texts.iter().any(|text| text == FAULT_INPUT);
+        if self.fault_injection && batch.iter().any(poisoned) {
+            panic!("fault injection: a text was {FAULT_INPUT}");
+        }
         let mut sentences: Vec<&str> = Vec::new();
         let mut slots = Vec::new();
         let segmented: Vec<Vec<_>> = batch

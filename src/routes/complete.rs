@@ -13,8 +13,7 @@ use crate::api::complete::{
     CompleteRequest, CompleteResponse, Completion, FinishReason, StreamEvent, StreamToken, Usage,
 };
 use crate::api::error::ErrorResponse;
-use crate::engine::SubmitError;
-use crate::engine::Task;
+use crate::engine::{PredictError, SubmitError};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::generation::scheduler::GenerationEvent;
@@ -57,11 +56,11 @@ pub async fn complete(
 ) -> Result<HttpResponse, ApiError> {
     let job = validation::completion(&request, &state.settings.completion)?;
     let timeout = request_timeout(&http)?;
-    let mut events = state.completion()?.generate(job, timeout)?;
+    let mut events = state.completion()?.generate(job, timeout).await?;
     let queue_time = match events.recv().await {
         Some(GenerationEvent::Started { queue_time, .. }) => queue_time,
         Some(GenerationEvent::Failed(error)) => return Err(SubmitError::Predict(error).into()),
-        _ => return Err(SubmitError::WorkerGone(Task::Completion).into()),
+        _ => return Err(dropped().into()),
     };
     let model = state.settings.completion.model.source.clone();
     let mut response = HttpResponse::Ok();
@@ -87,7 +86,7 @@ pub async fn complete(
                 return Ok(response.json(to_response(model, output)));
             }
             Some(GenerationEvent::Failed(error)) => return Err(SubmitError::Predict(error).into()),
-            None => return Err(SubmitError::WorkerGone(Task::Completion).into()),
+            None => return Err(dropped().into()),
         }
     }
 }
@@ -116,7 +115,7 @@ fn event_stream(
                         return Some((json_event("error", &ErrorResponse::from(&error)), None));
                     }
                     None => {
-                        let error = ApiError::from(SubmitError::WorkerGone(Task::Completion));
+                        let error = ApiError::from(dropped());
                         return Some((json_event("error", &ErrorResponse::from(&error)), None));
                     }
                 };
@@ -124,6 +123,14 @@ fn event_stream(
             }
         }
     })
+}
+
+/// The scheduler dropped the request's events without a last word: it
+/// panicked while admitting it (it has recovered since). A server error.
+fn dropped() -> SubmitError {
+    SubmitError::Predict(PredictError::Failed(
+        "the generation worker failed while serving this request".into(),
+    ))
 }
 
 fn json_event(name: &str, data: &impl serde::Serialize) -> sse::Event {

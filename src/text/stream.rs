@@ -1,17 +1,19 @@
 //! Releasing generated text while it is generated, without ever taking back
-//! what was sent: text that could still become a stop sequence, a half
-//! decoded character, or (when completions end at a sentence end) an
-//! unfinished sentence is held back until it is settled.
+//! what was sent: text that could still become a stop sequence or (when
+//! completions end at a sentence end) an unfinished sentence is held back
+//! until it is settled. Half characters never get here: the incremental
+//! decoder (`generation::detokenize`) holds them back.
 
 use super::sentences::{last_settled_sentence_end, trim_to_sentence_end};
 use super::stop::truncate_at_stop;
 
-/// Decoding of a partial UTF-8 sequence.
-const REPLACEMENT: char = '\u{FFFD}';
-
 pub struct TextStream {
     stop: Vec<String>,
+    /// Bytes of the longest stop sequence.
+    longest_stop: usize,
     stop_at_sentence_end: bool,
+    /// The text so far (cut before a stop sequence once one appeared).
+    text: String,
     /// Bytes of the text already released.
     released: usize,
 }
@@ -28,54 +30,85 @@ pub struct Update {
 impl TextStream {
     pub fn new(stop: Vec<String>, stop_at_sentence_end: bool) -> TextStream {
         TextStream {
+            longest_stop: stop.iter().map(String::len).max().unwrap_or(0),
             stop,
             stop_at_sentence_end,
+            text: String::new(),
             released: 0,
         }
     }
 
-    /// Takes the whole text decoded so far and returns what can be released.
-    pub fn update(&mut self, text: &str) -> Update {
-        let (kept, stopped) = truncate_at_stop(text, &self.stop);
-        if stopped {
+    /// Takes the text the last token added and returns what can be released.
+    /// Looks only at the new text and the few bytes before it that a stop
+    /// sequence could start in, so a step costs the same at any length.
+    pub fn push(&mut self, new_text: &str) -> Update {
+        if self.append(new_text) {
             return Update {
-                delta: self.finish(kept),
+                delta: self.release_rest(),
                 stopped: true,
             };
         }
-        let mut settled = text.len() - self.longest_partial_stop(text);
-        settled = text[..settled].trim_end_matches(REPLACEMENT).len();
+        let text = &self.text;
+        let mut settled = text.len() - self.longest_partial_stop();
         if self.stop_at_sentence_end {
-            settled = last_settled_sentence_end(&text[..settled]).unwrap_or(0);
+            // Released text always ends at a settled sentence end, so the
+            // search starts there, not at the beginning.
+            settled = last_settled_sentence_end(&text[self.released.min(settled)..settled])
+                .map_or(0, |end| self.released + end);
         }
         Update {
-            delta: self.release(text, settled),
+            delta: self.release(settled),
             stopped: false,
         }
     }
 
-    /// The generation ended with `text` (already cut at a stop sequence if
-    /// one was found): releases the rest, trimmed to a sentence end if asked.
-    pub fn finish(&mut self, text: &str) -> String {
+    /// The generation ended; `tail` is its last text not yet pushed. Returns
+    /// the rest to release: cut at a stop sequence, trimmed to a sentence end
+    /// if asked.
+    pub fn finish(&mut self, tail: &str) -> String {
+        self.append(tail);
+        self.release_rest()
+    }
+
+    /// Appends `new_text`; true (and the text cut) if a stop sequence now
+    /// appears. One that did not appear before must end in the new text.
+    fn append(&mut self, new_text: &str) -> bool {
+        let before = self.text.len();
+        self.text.push_str(new_text);
+        let mut from = before.saturating_sub(self.longest_stop.saturating_sub(1));
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let (kept, stopped) = truncate_at_stop(&self.text[from..], &self.stop);
+        if stopped {
+            let cut = from + kept.len();
+            self.text.truncate(cut);
+        }
+        stopped
+    }
+
+    fn release_rest(&mut self) -> String {
+        let text = &self.text;
         let end = if self.stop_at_sentence_end {
             trim_to_sentence_end(text).map_or(text.len(), str::len)
         } else {
             text.len()
         };
-        self.release(text, end)
+        self.release(end)
     }
 
-    fn release(&mut self, text: &str, end: usize) -> String {
+    fn release(&mut self, end: usize) -> String {
         if end <= self.released {
             return String::new();
         }
-        let delta = text[self.released..end].to_string();
+        let delta = self.text[self.released..end].to_string();
         self.released = end;
         delta
     }
 
-    /// The length of the longest end of `text` that begins some stop sequence.
-    fn longest_partial_stop(&self, text: &str) -> usize {
+    /// The length of the longest end of the text that begins some stop sequence.
+    fn longest_partial_stop(&self) -> usize {
+        let text = &self.text;
         self.stop
             .iter()
             .flat_map(|stop| {
@@ -95,19 +128,17 @@ impl TextStream {
 mod tests {
     use super::*;
 
-    /// Feeds growing prefixes of `pieces` and returns the deltas and the final text.
+    /// Feeds `pieces` one by one and returns the deltas and whether it stopped.
     fn run(stream: &mut TextStream, pieces: &[&str]) -> (Vec<String>, bool) {
-        let mut text = String::new();
         let mut deltas = Vec::new();
         for piece in pieces {
-            text.push_str(piece);
-            let update = stream.update(&text);
+            let update = stream.push(piece);
             deltas.push(update.delta);
             if update.stopped {
                 return (deltas, true);
             }
         }
-        deltas.push(stream.finish(&text));
+        deltas.push(stream.finish(""));
         (deltas, false)
     }
 
@@ -126,13 +157,6 @@ mod tests {
         assert_eq!(deltas, ["one ", "", "ENX two", " ", ""]);
         assert!(stopped);
         assert_eq!(deltas.concat(), "one ENX two ");
-    }
-
-    #[test]
-    fn half_characters_wait_for_their_other_half() {
-        let mut stream = TextStream::new(vec![], false);
-        assert_eq!(stream.update("caf\u{FFFD}").delta, "caf");
-        assert_eq!(stream.update("café").delta, "é");
     }
 
     #[test]
