@@ -32,11 +32,22 @@ fn greedy_decoding_is_deterministic() {
 
 #[test]
 fn several_sequences_are_returned_when_sampling() {
-    let response = app().complete(
-        &json!({"prompt": "Hello", "max_new_tokens": 6, "temperature": 0.9,
-                                    "num_return_sequences": 3, "seed": 1}),
-    );
-    assert_eq!(response["completions"].as_array().expect("list").len(), 3);
+    let response = app().complete(&json!({"prompt": "Hello", "max_new_tokens": 8,
+        "min_new_tokens": 8, "temperature": 1.0, "top_k": 0, "num_return_sequences": 3, "seed": 1}));
+    let completions = response["completions"].as_array().expect("list");
+    assert_eq!(completions.len(), 3, "{response}");
+    for completion in completions {
+        assert_eq!(completion["finish_reason"], "length", "{response}");
+    }
+    // Every sequence counts: three times eight tokens.
+    assert_eq!(response["usage"]["completion_tokens"], 24, "{response}");
+    // Each sequence samples with its own generator: eight tokens drawn from
+    // the whole vocabulary do not repeat another sequence's.
+    let texts: std::collections::HashSet<&str> = completions
+        .iter()
+        .map(|completion| completion["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(texts.len(), 3, "{response}");
 }
 
 #[test]

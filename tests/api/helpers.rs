@@ -127,6 +127,15 @@ impl TestApp {
         (parse_sse(&text), headers)
     }
 
+    /// The value of one metric series, 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").text().expect("metrics");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
         self.client
             .get(self.url(path))

@@ -1,5 +1,7 @@
 //! Engine behaviour that needs a server of its own: a client that leaves
-//! frees its compute slot, and overload is shed with immediate 429s.
+//! frees its compute slot, overload is shed with immediate 429s, prompts over
+//! a token limit get 422 before any queue, and tokenizing them never stalls
+//! a running stream.
 
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
@@ -7,22 +9,14 @@ mod helpers;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use helpers::{assert_error, read, read_until, spawn_app, tiny_settings, TestApp};
-
-/// The value of one metric series, 0 when absent.
-fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app.get("/metrics").text().expect("metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
-}
+use helpers::{assert_error, parse_sse, read, read_until, spawn_app, tiny_settings};
 
 #[test]
 fn a_client_that_disconnects_stops_its_generation() {
@@ -48,23 +42,20 @@ fn a_client_that_disconnects_stops_its_generation() {
 
     let series = "nlp_serve_abandoned_requests_total{reason=\"disconnected\",task=\"completion\"}";
     let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&app, series) < 1.0 {
+    while app.metric(series) < 1.0 {
         assert!(
             Instant::now() < deadline,
             "the disconnect was never noticed"
         );
         thread::sleep(Duration::from_millis(20));
     }
-    let generated = metric(
-        &app,
-        "nlp_serve_generated_tokens_total{task=\"completion\"}",
-    );
+    let generated = app.metric("nlp_serve_generated_tokens_total{task=\"completion\"}");
     assert!(
         generated < TOKENS as f64,
         "generation went on after the client left: {generated} tokens"
     );
     assert_eq!(
-        metric(&app, "nlp_serve_active_sequences{task=\"completion\"}"),
+        app.metric("nlp_serve_active_sequences{task=\"completion\"}"),
         0.0
     );
     // The slot is free: the next request is served.
@@ -168,5 +159,166 @@ fn a_short_completion_does_not_wait_behind_a_long_one() {
     assert!(
         short_done < long_done,
         "the short request finished after the long generation it should have overtaken"
+    );
+}
+
+/// A prompt of about `chars` characters of English, far over the tiny
+/// profile's 200-token limit, different for every `tag` so that no tokenizer
+/// cache makes it cheap.
+fn oversized_prompt(tag: usize, chars: usize) -> String {
+    let document = include_str!("../../resources/documents/machine-learning.md");
+    let mut prompt = String::with_capacity(chars + document.len());
+    let mut copy = 0;
+    while prompt.len() < chars {
+        prompt.push_str(&format!("Copy {tag}-{copy}. "));
+        prompt.push_str(document);
+        copy += 1;
+    }
+    let mut end = chars;
+    while !prompt.is_char_boundary(end) {
+        end -= 1;
+    }
+    prompt.truncate(end);
+    prompt
+}
+
+#[test]
+fn oversized_prompts_are_rejected_with_422_before_any_queue() {
+    let mut settings = tiny_settings();
+    settings.completion.model.queue_size = 1;
+    settings.completion.model.max_batch_size = 1;
+    let app = Arc::new(spawn_app(settings));
+    app.wait_ready();
+    let fits = json!({"prompt": "Fits", "max_new_tokens": 4});
+    // The queue stays full only while one generation runs (a fraction of a
+    // second on the tiny model): the rejections are checked between two
+    // requests that find it full, and tried again if it drained meanwhile.
+    for attempt in 0.. {
+        assert!(attempt < 5, "the queue never stayed full long enough");
+        let mut running = app
+            .client
+            .post(app.url("/complete"))
+            .json(
+                &json!({"prompt": "Occupy", "max_new_tokens": 250, "min_new_tokens": 250,
+                          "temperature": 0.8, "stream": true}),
+            )
+            .send()
+            .expect("answered");
+        read_until(&mut running, "event: token");
+        // The scheduler holds the first waiting request aside (the batch is
+        // full), the second fills the queue.
+        let queued: Vec<_> = (0..2)
+            .map(|_| {
+                let (app, fits) = (app.clone(), fits.clone());
+                thread::spawn(move || app.post("/complete", &fits))
+            })
+            .collect();
+        let depth = "nlp_serve_queue_depth{task=\"completion\"}";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while app.metric(depth) < 1.0 {
+            assert!(Instant::now() < deadline, "the requests never queued");
+            thread::sleep(Duration::from_millis(1));
+        }
+        let (before, _) = app.post("/complete", &fits);
+        let over_limit = app.post(
+            "/complete",
+            &json!({"prompt": oversized_prompt(attempt, 20_000), "max_new_tokens": 4}),
+        );
+        let over_context = app.post(
+            "/complete",
+            &json!({"prompt": "Fits alone", "max_new_tokens": 256}),
+        );
+        let (after, body) = app.post("/complete", &fits);
+        drop(running);
+        for waiting in queued {
+            let (status, body) = waiting.join().expect("queued request");
+            assert!([200, 429].contains(&status), "{body}");
+        }
+        if before != 429 || after != 429 {
+            continue;
+        }
+        assert_error(after, &body, 429, "queue_full");
+        // Over the token limits: 422 although the queue was full.
+        let message = assert_error(over_limit.0, &over_limit.1, 422, "validation_error");
+        assert!(
+            message.contains("tokens long; the limit is 200"),
+            "{message}"
+        );
+        let message = assert_error(over_context.0, &over_context.1, 422, "validation_error");
+        assert!(message.contains("exceed the model's context"), "{message}");
+        break;
+    }
+}
+
+#[test]
+fn a_stream_keeps_its_pace_while_oversized_prompts_are_rejected() {
+    let mut settings = tiny_settings();
+    // One tokenizer thread and one model thread (torch_threads = 1): on a
+    // two-core machine each has a core.
+    settings.runtime.tokenizer_threads = 1;
+    let app = Arc::new(spawn_app(settings));
+    app.wait_ready();
+    let mut stream = app
+        .client
+        .post(app.url("/complete"))
+        .json(
+            &json!({"prompt": "Keep the pace", "max_new_tokens": 250, "min_new_tokens": 250,
+                      "temperature": 0.8, "stream": true}),
+        )
+        .send()
+        .expect("answered");
+    let mut seen = read_until(&mut stream, "event: token");
+    // Attackers send prompts of ~250 KB (tens of milliseconds to tokenize
+    // each) for as long as the stream runs.
+    let finished = Arc::new(AtomicBool::new(false));
+    let attackers: Vec<_> = (0..4)
+        .map(|attacker| {
+            let (app, finished) = (app.clone(), finished.clone());
+            thread::spawn(move || {
+                let mut rejected = 0;
+                while !finished.load(Ordering::SeqCst) {
+                    let prompt = oversized_prompt(attacker * 1000 + rejected, 250_000);
+                    let (status, body) =
+                        app.post("/complete", &json!({"prompt": prompt, "max_new_tokens": 4}));
+                    assert_error(status, &body, 422, "validation_error");
+                    rejected += 1;
+                }
+                rejected
+            })
+        })
+        .collect();
+    let mut arrivals = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut buffer).expect("stream readable");
+        if read == 0 {
+            break;
+        }
+        arrivals.push(Instant::now());
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    finished.store(true, Ordering::SeqCst);
+    let rejected: usize = attackers
+        .into_iter()
+        .map(|attacker| attacker.join().expect("attacker"))
+        .sum();
+    assert!(rejected >= 4, "only {rejected} oversized prompts were sent");
+    let events = parse_sse(&seen);
+    let done = events.last().expect("events");
+    assert_eq!(done.name, "done", "{seen}");
+    assert_eq!(done.data["usage"]["completion_tokens"], 250);
+
+    let mut gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    let longest = gaps[gaps.len() - 1];
+    // Tokenizing on the model thread stalled the stream by the whole
+    // tokenizing time of the waiting prompts (over 100 ms); a few steps'
+    // time, with room for a loaded machine, is the bound.
+    let bound = Duration::from_millis(50).max(median * 25);
+    assert!(
+        longest < bound,
+        "the stream stalled for {longest:?} (median gap {median:?}, {rejected} prompts rejected, longest gaps {:?})",
+        &gaps[gaps.len().saturating_sub(8)..]
     );
 }

@@ -1,7 +1,6 @@
 //! Readiness, disabled models, a model stuck loading, and a full queue.
-//! Each test starts its own server, so they live in their own test binary:
-//! model loading draws on libtorch's global random generator, which would
-//! disturb the seeded-sampling tests of the shared server in `tests/api`.
+//! Each test needs a server configured its own way, so they live in their
+//! own test binary rather than beside the shared server of `tests/api`.
 
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
@@ -9,6 +8,7 @@ mod helpers;
 
 use std::net::TcpListener;
 use std::thread;
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -67,15 +67,17 @@ fn a_full_queue_answers_429_at_once() {
         .map(|_| {
             let app = app.clone();
             thread::spawn(move || {
+                let sent = Instant::now();
                 let response = app
                     .client
                     .post(app.url("/complete"))
-                    .json(&json!({"prompt": "Load test", "max_new_tokens": 200, "temperature": 0}))
+                    .json(&json!({"prompt": "Load test", "max_new_tokens": 200,
+                                  "min_new_tokens": 200, "temperature": 0}))
                     .send()
                     .expect("answered");
                 let retry_after = response.headers().get("retry-after").cloned();
                 let (status, body) = read(response);
-                (status, body, retry_after)
+                (status, body, retry_after, sent.elapsed())
             })
         })
         .collect();
@@ -84,7 +86,7 @@ fn a_full_queue_answers_429_at_once() {
         .map(|h| h.join().expect("thread"))
         .collect();
     let mut rejected = 0;
-    for (status, body, retry_after) in &results {
+    for (status, body, retry_after, _) in &results {
         match status {
             200 => {}
             429 => {
@@ -100,4 +102,13 @@ fn a_full_queue_answers_429_at_once() {
         "24 concurrent requests on a queue of 1 must shed some"
     );
     assert!(rejected < results.len(), "some requests must be served");
+    // At once: every 429 came back sooner than any generation of 200 tokens
+    // could finish.
+    let latency = |wanted: u16| results.iter().filter(move |r| r.0 == wanted).map(|r| r.3);
+    let slowest_rejection = latency(429).max().expect("some rejected");
+    let fastest_answer = latency(200).min().expect("some served");
+    assert!(
+        slowest_rejection < fastest_answer,
+        "a 429 took {slowest_rejection:?}, longer than a whole generation ({fastest_answer:?})"
+    );
 }
