@@ -207,7 +207,7 @@ fi
 BUILD_S=$(since "$t")
 fi
 SIZE=$("${PODMAN[@]}" image inspect -f '{{.Size}}' "$IMAGE")
-SIZE_H=$(numfmt --to=si --suffix=B "$SIZE")
+SIZE_H=$(numfmt --to=si --round=nearest --format=%.2f --suffix=B "$SIZE")
 ok "build ${BUILD_S}s (cached layers are reused); image size $SIZE_H ($SIZE bytes)"
 [ "$("${PODMAN[@]}" image inspect -f '{{.Config.User}}' "$IMAGE")" = "$RUN_AS" ] \
   || fail "the image's USER is not the Deployment's runAsUser $RUN_AS"
