@@ -19,7 +19,6 @@ use crate::configuration::{ModelSettings, Settings};
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::engine::{worker, BatchShape, LoadError, LoadReport, Predictor, Task, TaskHandle};
 use crate::extract::BodyLimit;
-use crate::generation;
 use crate::generation::scheduler::BatchLimits;
 use crate::metrics::Metrics;
 use crate::model_source::ModelLocation;
@@ -209,7 +208,7 @@ fn start_tasks(
                 settings.runtime.tokenizer_threads,
                 settings.runtime.tokenizer_queue_size,
             )?;
-            generation::spawn(
+            predictors::completion::spawn(
                 config,
                 completion.model.queue_size,
                 limits,

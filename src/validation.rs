@@ -9,7 +9,7 @@ use crate::api::complete::CompleteRequest;
 use crate::api::qa::QaRequest;
 use crate::api::translate::{TextInput, TranslateRequest};
 use crate::configuration::{CompletionSettings, QaSettings, TranslationSettings};
-use crate::predictors::completion::{CompletionJob, GenerationOptions};
+use crate::generation::request::{GenerationOptions, GenerationRequest};
 use crate::predictors::question_answering::QaJob;
 use crate::predictors::translation::TranslationJob;
 
@@ -101,7 +101,7 @@ pub const MAX_TOP_K: u32 = 1_000_000;
 pub fn completion(
     request: &CompleteRequest,
     settings: &CompletionSettings,
-) -> Result<CompletionJob, ValidationError> {
+) -> Result<GenerationRequest, ValidationError> {
     if request.prompt.is_empty() {
         return Err(ValidationError::Empty { field: "prompt" });
     }
@@ -179,7 +179,7 @@ pub fn completion(
         }
         at_most_chars("stop", sequence, MAX_STOP_CHARS)?;
     }
-    Ok(CompletionJob {
+    Ok(GenerationRequest {
         prompt: request.prompt.clone(),
         options: GenerationOptions {
             max_new_tokens,

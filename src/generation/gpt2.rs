@@ -17,7 +17,7 @@ use rust_bert::Activation;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, Prefilled};
 use super::linear::{Linear, Precision};
 
 struct LayerNorm {
@@ -67,47 +67,6 @@ pub struct Gpt2Decoder {
     activation: fn(&Tensor) -> Tensor,
     shape: Gpt2Shape,
     device: Device,
-}
-
-/// Prompts run through the model together, left-padded to a common length.
-pub struct Prefilled {
-    /// Next-token logits after each prompt, [rows, vocab].
-    pub logits: Tensor,
-    /// Per layer, keys and values: [rows, heads, columns, head_dim].
-    pub layers: Vec<(Tensor, Tensor)>,
-    /// Per row, the first column holding a token (the rest is padding).
-    pub starts: Vec<i64>,
-}
-
-impl Prefilled {
-    /// Repeats row `i` `counts[i]` times (several completions of one prompt).
-    pub fn repeat_rows(&self, counts: &[usize]) -> Prefilled {
-        let rows: Vec<i64> = counts
-            .iter()
-            .enumerate()
-            .flat_map(|(row, &count)| std::iter::repeat_n(row as i64, count))
-            .collect();
-        let index = Tensor::from_slice(&rows).to_device(self.logits.device());
-        Prefilled {
-            logits: self.logits.index_select(0, &index),
-            layers: self
-                .layers
-                .iter()
-                .map(|(keys, values)| {
-                    (keys.index_select(0, &index), values.index_select(0, &index))
-                })
-                .collect(),
-            starts: rows.iter().map(|&row| self.starts[row as usize]).collect(),
-        }
-    }
-
-    pub fn rows(&self) -> usize {
-        self.starts.len()
-    }
-
-    pub fn columns(&self) -> i64 {
-        self.layers.first().map_or(0, |(keys, _)| keys.size()[2])
-    }
 }
 
 impl Gpt2Decoder {

@@ -4,11 +4,52 @@
 //! Per layer, keys and values are [batch, heads, capacity, head_dim]; the
 //! first `len` columns are in use. Row `i` holds its sequence in columns
 //! `starts[i]..len`; the columns before are padding, masked out. A sequence
-//! joins with the cache of its prefill and leaves at any step.
+//! joins with the cache of its prefill (`Prefilled`) and leaves at any step.
+//! Nothing here depends on the architecture: any causal LM with per-layer
+//! keys and values uses it.
 
 use tch::{Device, Kind, Tensor};
 
-use super::gpt2::Prefilled;
+/// Prompts run through the model together, left-padded to a common length.
+pub struct Prefilled {
+    /// Next-token logits after each prompt, [rows, vocab].
+    pub logits: Tensor,
+    /// Per layer, keys and values: [rows, heads, columns, head_dim].
+    pub layers: Vec<(Tensor, Tensor)>,
+    /// Per row, the first column holding a token (the rest is padding).
+    pub starts: Vec<i64>,
+}
+
+impl Prefilled {
+    /// Repeats row `i` `counts[i]` times (several completions of one prompt).
+    pub fn repeat_rows(&self, counts: &[usize]) -> Prefilled {
+        let rows: Vec<i64> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(row, &count)| std::iter::repeat_n(row as i64, count))
+            .collect();
+        let index = Tensor::from_slice(&rows).to_device(self.logits.device());
+        Prefilled {
+            logits: self.logits.index_select(0, &index),
+            layers: self
+                .layers
+                .iter()
+                .map(|(keys, values)| {
+                    (keys.index_select(0, &index), values.index_select(0, &index))
+                })
+                .collect(),
+            starts: rows.iter().map(|&row| self.starts[row as usize]).collect(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn columns(&self) -> i64 {
+        self.layers.first().map_or(0, |(keys, _)| keys.size()[2])
+    }
+}
 
 /// Extra columns allocated whenever the cache grows, so appending one token
 /// per step rarely reallocates.

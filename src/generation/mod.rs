@@ -1,13 +1,17 @@
-//! Text generation as a service: an incremental GPT-2 decoder with a
-//! key/value cache (`gpt2`, `kv_cache`), weights at a chosen precision
-//! (`linear`), per-sequence sampling (`sampling`), incremental
-//! detokenization (`detokenize`), and the continuous batching loop that runs
-//! many requests through one model (`scheduler`).
+//! Text generation as a service: the model interface (`model`: `CausalLm`,
+//! `PromptEncoder`), requests and answers (`request`), the continuous
+//! batching loop that runs many requests through one model (`scheduler`),
+//! its batched key/value cache (`kv_cache`), per-sequence sampling
+//! (`sampling`) and incremental detokenization (`detokenize`). GPT-2's
+//! forward passes (`gpt2`) with weights at a chosen precision (`linear`)
+//! are the first `CausalLm`.
 
 pub mod detokenize;
 pub mod gpt2;
 pub mod kv_cache;
 pub mod linear;
+pub mod model;
+pub mod request;
 pub mod sampling;
 pub mod scheduler;
 
@@ -18,11 +22,11 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::api::health::ModelState;
 use crate::engine::tokenizer_pool::{PoolError, TokenizerPool};
+use crate::engine::LoadError;
 use crate::engine::{LoadReport, PredictError, SubmitError, Task, Timing, Worker};
 use crate::metrics::Metrics;
-use crate::predictors::completion::{
-    CompletionConfig, CompletionJob, CompletionModel, PromptEncoder,
-};
+use model::{CausalLm, PromptEncoder};
+use request::GenerationRequest;
 use scheduler::{BatchLimits, GenerationEvent, GenerationJob, Scheduler};
 
 /// The caller's side of the generation worker: tokenizes on the pool, then
@@ -31,13 +35,13 @@ use scheduler::{BatchLimits, GenerationEvent, GenerationJob, Scheduler};
 pub struct GenerationHandle {
     worker: Worker<GenerationJob>,
     /// Set by the worker once the model (and so its tokenizer) is loaded.
-    encoder: Arc<OnceLock<Arc<PromptEncoder>>>,
+    encoder: Arc<OnceLock<Arc<dyn PromptEncoder>>>,
     pool: TokenizerPool,
 }
 
-/// Loads the completion model on a new thread and starts its scheduler.
-pub fn spawn(
-    config: CompletionConfig,
+/// Loads a model with `load` on a new thread and starts a scheduler over it.
+pub fn spawn<M: CausalLm + 'static>(
+    load: impl FnOnce() -> Result<(M, Arc<dyn PromptEncoder>), LoadError> + Send + 'static,
     queue_size: usize,
     limits: BatchLimits,
     pool: TokenizerPool,
@@ -51,8 +55,8 @@ pub fn spawn(
         queue_size,
         metrics,
         move || {
-            let model = CompletionModel::load(config)?;
-            let _ = published.set(model.encoder.clone());
+            let (model, encoder) = load()?;
+            let _ = published.set(encoder);
             Ok(model)
         },
         move |model, receiver, status| {
@@ -79,7 +83,7 @@ impl GenerationHandle {
     /// receiver cancels the generation at the next step.
     pub async fn generate(
         &self,
-        job: CompletionJob,
+        request: GenerationRequest,
         timeout: Option<Duration>,
     ) -> Result<UnboundedReceiver<GenerationEvent>, SubmitError> {
         let arrived = Instant::now();
@@ -91,7 +95,11 @@ impl GenerationHandle {
         };
         let (prompt, options) = self
             .pool
-            .run(move || encoder.encode(&job).map(|prompt| (prompt, job.options)))
+            .run(move || {
+                encoder
+                    .encode(&request)
+                    .map(|prompt| (prompt, request.options))
+            })
             .await
             .map_err(|error| match error {
                 PoolError::Full => SubmitError::QueueFull(task),

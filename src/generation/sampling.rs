@@ -4,6 +4,8 @@
 //! draws alone or in a batch. The logits it draws from can still differ in
 //! the last bits between batch sizes (see README, Known limits).
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -153,6 +155,14 @@ fn keep_nucleus(candidates: &mut Vec<(u32, f32)>, top_p: f64) {
         }
     }
     candidates.truncate(keep);
+}
+
+/// A seed for a request that gave none.
+pub fn fresh_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -23,14 +23,12 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::detokenize::IncrementalDecoder;
 use super::kv_cache::KvCache;
-use super::sampling::{Sampler, SamplingParams};
+use super::model::CausalLm;
+use super::request::{EncodedPrompt, Finish, GeneratedText, GenerationOptions, GenerationOutput};
+use super::sampling::{fresh_seed, Sampler, SamplingParams};
 use crate::engine::worker::{panic_message, ModelStatus, Timing};
 use crate::engine::{PredictError, Task};
 use crate::metrics::Metrics;
-use crate::predictors::completion::{
-    fresh_seed, CompletionModel, CompletionOutput, EncodedPrompt, Finish, GeneratedText,
-    GenerationOptions,
-};
 use crate::text::stream::TextStream;
 
 const TASK: Task = Task::Completion;
@@ -52,7 +50,7 @@ pub enum GenerationEvent {
         text: String,
     },
     Done {
-        output: CompletionOutput,
+        output: GenerationOutput,
         inference_time: Duration,
     },
     Failed(PredictError),
@@ -108,8 +106,8 @@ impl Row {
     }
 }
 
-pub struct Scheduler {
-    model: CompletionModel,
+pub struct Scheduler<M: CausalLm> {
+    model: M,
     cache: KvCache,
     rows: Vec<Row>,
     requests: HashMap<u64, Request>,
@@ -120,10 +118,10 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
 }
 
-impl Scheduler {
-    pub fn new(model: CompletionModel, limits: BatchLimits, metrics: Arc<Metrics>) -> Scheduler {
+impl<M: CausalLm> Scheduler<M> {
+    pub fn new(model: M, limits: BatchLimits, metrics: Arc<Metrics>) -> Scheduler<M> {
         Scheduler {
-            cache: model.decoder.new_cache(),
+            cache: model.new_cache(),
             model,
             rows: Vec::new(),
             requests: HashMap::new(),
@@ -258,7 +256,7 @@ impl Scheduler {
             .collect();
         let prefilled = catch_unwind(AssertUnwindSafe(|| {
             let prompts: Vec<&[i64]> = group.iter().map(|job| job.prompt.ids.as_slice()).collect();
-            let prefilled = self.model.decoder.prefill(&prompts).repeat_rows(&copies);
+            let prefilled = self.model.prefill(&prompts).repeat_rows(&copies);
             logits_rows(&prefilled.logits).map(|logits| (logits, prefilled))
         }));
         let (mut logits, prefilled) = match prefilled {
@@ -328,12 +326,7 @@ impl Scheduler {
             .batch_size(TASK)
             .observe(self.rows.len() as f64);
         let stepped = catch_unwind(AssertUnwindSafe(|| {
-            logits_rows(
-                &self
-                    .model
-                    .decoder
-                    .step(&tokens, &positions, &mut self.cache),
-            )
+            logits_rows(&self.model.step(&tokens, &positions, &mut self.cache))
         }));
         let mut logits = match stepped {
             Ok(Ok(logits)) => logits,
@@ -354,14 +347,14 @@ impl Scheduler {
         if row.inject_fault {
             panic!("fault injection: the prompt asked for a panic while sampling");
         }
-        let banned = (row.generated < row.min_new_tokens).then_some(self.model.eos_id);
+        let banned = (row.generated < row.min_new_tokens).then_some(self.model.eos_id());
         let token = row.sampler.next_token(logits, &row.history, banned);
         row.generated += 1;
         self.metrics.generated_tokens(TASK).inc();
         if let Some(request) = self.requests.get_mut(&row.request) {
             request.completion_tokens += 1;
         }
-        if token == self.model.eos_id {
+        if token == self.model.eos_id() {
             row.finish = Some(Finish::Eos);
             return;
         }
@@ -460,7 +453,7 @@ impl Scheduler {
             self.metrics
                 .request_duration(TASK)
                 .observe(request.timing.enqueued.elapsed().as_secs_f64());
-            let output = CompletionOutput {
+            let output = GenerationOutput {
                 completions: request.completions.into_iter().flatten().collect(),
                 prompt_tokens: request.prompt_tokens,
                 completion_tokens: request.completion_tokens,
@@ -480,7 +473,7 @@ impl Scheduler {
             fail(&request.events, message.clone());
         }
         self.rows.clear();
-        self.cache = self.model.decoder.new_cache();
+        self.cache = self.model.new_cache();
     }
 }
 

@@ -1,18 +1,24 @@
-//! Text completion with a GPT-2 family model: the request and answer types,
-//! the prompt encoder that the tokenizer pool runs, and the loaded model
-//! (tokenizer plus `Gpt2Decoder`). The decoding loop that serves many
-//! requests at once is `generation::scheduler`.
+//! Text completion with a GPT-2 family model, the first `CausalLm`: its
+//! files, its prompt encoder (run by the tokenizer pool) and the loaded model
+//! (tokenizer plus `Gpt2Decoder`). The generation engine that serves it is
+//! `generation`; it knows this model only through its traits.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rust_bert::pipelines::common::{ModelType, TokenizerOption};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use super::{model_error, read_json, FAULT_INPUT};
-use crate::engine::{LoadError, PredictError};
+use crate::engine::tokenizer_pool::TokenizerPool;
+use crate::engine::{LoadError, LoadReport, PredictError};
 use crate::generation::gpt2::Gpt2Decoder;
+use crate::generation::kv_cache::{KvCache, Prefilled};
 use crate::generation::linear::{fbgemm_available, Precision};
+use crate::generation::model::{CausalLm, PromptEncoder};
+use crate::generation::request::{EncodedPrompt, GenerationRequest};
+use crate::generation::scheduler::BatchLimits;
+use crate::generation::{self, GenerationHandle};
+use crate::metrics::Metrics;
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
 
 /// The files a GPT-2 model needs.
@@ -33,84 +39,32 @@ pub struct CompletionConfig {
     pub fault_injection: bool,
 }
 
-/// How to generate: everything of a validated request but its prompt.
-#[derive(Debug, Clone)]
-pub struct GenerationOptions {
-    pub max_new_tokens: usize,
-    /// The end-of-text token is banned until this many tokens exist.
-    pub min_new_tokens: usize,
-    /// 0 means greedy decoding.
-    pub temperature: f64,
-    pub top_p: f64,
-    pub top_k: u32,
-    pub repetition_penalty: f64,
-    pub num_return_sequences: usize,
-    pub seed: Option<u64>,
-    pub stop: Vec<String>,
-    pub stop_at_sentence_end: bool,
-}
-
-/// A validated completion request, before tokenization.
-#[derive(Debug, Clone)]
-pub struct CompletionJob {
-    pub prompt: String,
-    pub options: GenerationOptions,
-}
-
-/// A prompt as the model sees it.
-#[derive(Debug, Clone)]
-pub struct EncodedPrompt {
-    pub ids: Vec<i64>,
-    /// Testing only: the generation loop panics on this request.
-    pub inject_fault: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    Length,
-    Eos,
-    Stop,
-    /// The request's deadline passed first.
-    Deadline,
-}
-
-#[derive(Debug, Clone)]
-pub struct GeneratedText {
-    pub text: String,
-    pub finish: Finish,
-}
-
-#[derive(Debug, Clone)]
-pub struct CompletionOutput {
-    pub completions: Vec<GeneratedText>,
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-}
-
 /// Turns prompts into token ids and checks every limit that needs them. It
 /// runs on the tokenizer pool, so a prompt over a limit is refused before it
 /// takes a queue slot, and no model thread ever tokenizes.
-pub struct PromptEncoder {
+pub struct Gpt2PromptEncoder {
     tokenizer: Arc<TokenizerOption>,
     max_prompt_tokens: usize,
     context_length: usize,
     fault_injection: bool,
 }
 
-impl PromptEncoder {
+impl PromptEncoder for Gpt2PromptEncoder {
     /// The prompt's token ids, checked against the prompt limit and the
     /// model's context.
-    pub fn encode(&self, job: &CompletionJob) -> Result<EncodedPrompt, PredictError> {
+    fn encode(&self, request: &GenerationRequest) -> Result<EncodedPrompt, PredictError> {
         let ids = self
             .tokenizer
-            .convert_tokens_to_ids(&self.tokenizer.tokenize(&job.prompt));
-        self.check_lengths(ids.len(), job.options.max_new_tokens)?;
+            .convert_tokens_to_ids(&self.tokenizer.tokenize(&request.prompt));
+        self.check_lengths(ids.len(), request.options.max_new_tokens)?;
         Ok(EncodedPrompt {
             ids,
-            inject_fault: self.fault_injection && job.prompt == FAULT_INPUT,
+            inject_fault: self.fault_injection && request.prompt == FAULT_INPUT,
         })
     }
+}
 
+impl Gpt2PromptEncoder {
     fn check_lengths(
         &self,
         prompt_tokens: usize,
@@ -147,11 +101,55 @@ impl PromptEncoder {
 
 /// A GPT-2 model ready to decode: network, and the tokenizer both ways.
 pub struct CompletionModel {
-    pub decoder: Gpt2Decoder,
+    decoder: Gpt2Decoder,
     tokenizer: Arc<TokenizerOption>,
-    pub eos_id: i64,
+    eos_id: i64,
     /// Shared with the tokenizer pool.
-    pub encoder: Arc<PromptEncoder>,
+    encoder: Arc<Gpt2PromptEncoder>,
+}
+
+/// Loads the completion model on its own thread and starts the generation
+/// engine over it.
+pub fn spawn(
+    config: CompletionConfig,
+    queue_size: usize,
+    limits: BatchLimits,
+    pool: TokenizerPool,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(GenerationHandle, LoadReport)> {
+    generation::spawn(
+        move || {
+            let model = CompletionModel::load(config)?;
+            let encoder: Arc<dyn PromptEncoder> = model.encoder.clone();
+            Ok((model, encoder))
+        },
+        queue_size,
+        limits,
+        pool,
+        metrics,
+    )
+}
+
+impl CausalLm for CompletionModel {
+    fn new_cache(&self) -> KvCache {
+        self.decoder.new_cache()
+    }
+
+    fn prefill(&self, prompts: &[&[i64]]) -> Prefilled {
+        self.decoder.prefill(prompts)
+    }
+
+    fn step(&self, tokens: &[i64], positions: &[i64], cache: &mut KvCache) -> Tensor {
+        self.decoder.step(tokens, positions, cache)
+    }
+
+    fn eos_id(&self) -> i64 {
+        self.eos_id
+    }
+
+    fn decode(&self, ids: &[i64]) -> String {
+        self.tokenizer.decode(ids, true, false)
+    }
 }
 
 impl CompletionModel {
@@ -199,7 +197,7 @@ impl CompletionModel {
             )
             .map_err(|error| model_error(&files.source, error))?,
         );
-        let encoder = Arc::new(PromptEncoder {
+        let encoder = Arc::new(Gpt2PromptEncoder {
             tokenizer: tokenizer.clone(),
             max_prompt_tokens: config.max_prompt_tokens,
             context_length: decoder.shape().context_length,
@@ -212,18 +210,4 @@ impl CompletionModel {
             encoder,
         })
     }
-
-    /// The text of `ids`, without special tokens and without clean-up, so the
-    /// text of a sequence is the text of its pieces joined.
-    pub fn decode(&self, ids: &[i64]) -> String {
-        self.tokenizer.decode(ids, true, false)
-    }
-}
-
-/// A seed for a request that gave none.
-pub fn fresh_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos() as u64)
-        .unwrap_or(0)
 }

@@ -16,8 +16,8 @@ use crate::api::error::ErrorResponse;
 use crate::engine::{PredictError, SubmitError};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::generation::request::{Finish, GenerationOutput};
 use crate::generation::scheduler::GenerationEvent;
-use crate::predictors::completion::{CompletionOutput, Finish};
 use crate::routes::timing::{insert_timing, milliseconds, request_timeout, QUEUE_TIME_HEADER};
 use crate::state::AppState;
 use crate::validation;
@@ -138,7 +138,7 @@ fn json_event(name: &str, data: &impl serde::Serialize) -> sse::Event {
     sse::Event::Data(data.event(name.to_string()))
 }
 
-fn to_response(model: String, output: CompletionOutput) -> CompleteResponse {
+fn to_response(model: String, output: GenerationOutput) -> CompleteResponse {
     CompleteResponse {
         model,
         completions: output
