@@ -187,20 +187,25 @@ fn oversized_prompts_are_rejected_with_422_before_any_queue() {
     let mut settings = tiny_settings();
     settings.completion.model.queue_size = 1;
     settings.completion.model.max_batch_size = 1;
+    settings.completion.max_return_sequences = 32;
     let app = Arc::new(spawn_app(settings));
     app.wait_ready();
     let fits = json!({"prompt": "Fits", "max_new_tokens": 4});
-    // The queue stays full only while one generation runs (a fraction of a
-    // second on the tiny model): the rejections are checked between two
-    // requests that find it full, and tried again if it drained meanwhile.
+    // The queue stays full only while one generation runs: the rejections
+    // are checked between two requests that find it full, and tried again
+    // if it drained meanwhile.
     for attempt in 0.. {
-        assert!(attempt < 5, "the queue never stayed full long enough");
+        assert!(attempt < 10, "the queue never stayed full long enough");
         let mut running = app
             .client
             .post(app.url("/complete"))
+            // Many sequences sampled from the whole vocabulary make each step
+            // slow (a request alone is admitted whatever its size), so the
+            // queue stays full for seconds.
             .json(
                 &json!({"prompt": "Occupy", "max_new_tokens": 250, "min_new_tokens": 250,
-                          "temperature": 0.8, "stream": true}),
+                          "temperature": 0.8, "top_k": 0, "num_return_sequences": 32,
+                          "stream": true}),
             )
             .send()
             .expect("answered");
@@ -215,7 +220,7 @@ fn oversized_prompts_are_rejected_with_422_before_any_queue() {
             .collect();
         let depth = "nlp_serve_queue_depth{task=\"completion\"}";
         let deadline = Instant::now() + Duration::from_secs(20);
-        while app.metric(depth) < 1.0 {
+        while app.metric(depth) < 1.0 && !queued.iter().all(|waiting| waiting.is_finished()) {
             assert!(Instant::now() < deadline, "the requests never queued");
             thread::sleep(Duration::from_millis(1));
         }
@@ -253,8 +258,8 @@ fn oversized_prompts_are_rejected_with_422_before_any_queue() {
 #[test]
 fn a_stream_keeps_its_pace_while_oversized_prompts_are_rejected() {
     let mut settings = tiny_settings();
-    // One tokenizer thread and one model thread (torch_threads = 1): on a
-    // two-core machine each has a core.
+    // One tokenizer thread (the default) and one model thread
+    // (torch_threads = 1): on a two-core machine each has a core.
     settings.runtime.tokenizer_threads = 1;
     let app = Arc::new(spawn_app(settings));
     app.wait_ready();
