@@ -204,6 +204,19 @@ pub fn first_text(response: &Value) -> String {
         .to_string()
 }
 
+/// Starts a sampled streaming completion of exactly `tokens` tokens and
+/// returns the open response, for tests that need a generation running.
+pub fn long_stream(app: &TestApp, prompt: &str, tokens: usize) -> reqwest::blocking::Response {
+    app.client
+        .post(app.url("/complete"))
+        .json(
+            &serde_json::json!({"prompt": prompt, "max_new_tokens": tokens,
+            "min_new_tokens": tokens, "temperature": 0.8, "stream": true}),
+        )
+        .send()
+        .expect("answered")
+}
+
 /// Reads from `source` until `marker` appears; returns what was read. (A
 /// reqwest response read this way must be read on with `Read` too: its
 /// `text()` would then see an empty body.)

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use helpers::{assert_error, parse_sse, read, read_until, spawn_app, tiny_settings};
+use helpers::{assert_error, long_stream, parse_sse, read, read_until, spawn_app, tiny_settings};
 
 #[test]
 fn a_client_that_disconnects_stops_its_generation() {
@@ -132,15 +132,7 @@ fn a_short_completion_does_not_wait_behind_a_long_one() {
         app.wait_ready();
         app
     });
-    let mut long = app
-        .client
-        .post(app.url("/complete"))
-        .json(
-            &json!({"prompt": "A long story", "max_new_tokens": 240, "min_new_tokens": 240,
-                      "temperature": 0.8, "stream": true}),
-        )
-        .send()
-        .expect("answered");
+    let mut long = long_stream(&app, "A long story", 240);
     // Wait until the long generation is running.
     read_until(&mut long, "event: token");
     let reader = thread::spawn(move || {
@@ -263,15 +255,7 @@ fn a_stream_keeps_its_pace_while_oversized_prompts_are_rejected() {
     settings.runtime.tokenizer_threads = 1;
     let app = Arc::new(spawn_app(settings));
     app.wait_ready();
-    let mut stream = app
-        .client
-        .post(app.url("/complete"))
-        .json(
-            &json!({"prompt": "Keep the pace", "max_new_tokens": 250, "min_new_tokens": 250,
-                      "temperature": 0.8, "stream": true}),
-        )
-        .send()
-        .expect("answered");
+    let mut stream = long_stream(&app, "Keep the pace", 250);
     let mut seen = read_until(&mut stream, "event: token");
     // Attackers send prompts of ~250 KB (tens of milliseconds to tokenize
     // each) for as long as the stream runs.

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use helpers::{assert_error, parse_sse, read_until, spawn_app, tiny_settings, TestApp};
+use helpers::{
+    assert_error, long_stream, parse_sse, read_until, spawn_app, tiny_settings, TestApp,
+};
 
 /// The input that makes a worker panic when fault injection is on.
 const FAULT: &str = "__panic__";
@@ -132,15 +134,7 @@ fn a_panicking_translation_model_fails_its_batch_reloads_and_serves_again() {
 fn a_panic_in_the_generation_loop_fails_the_running_batch_and_it_serves_again() {
     let app = faulty_server(|_| {});
     // A long generation is running when the poisoned prompt joins the batch.
-    let mut running = app
-        .client
-        .post(app.url("/complete"))
-        .json(
-            &json!({"prompt": "Keep going", "max_new_tokens": 250, "min_new_tokens": 250,
-                      "temperature": 0.8, "stream": true}),
-        )
-        .send()
-        .expect("answered");
+    let mut running = long_stream(&app, "Keep going", 250);
     assert_eq!(running.status(), 200);
     let mut seen = read_until(&mut running, "event: token");
 
