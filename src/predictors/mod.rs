@@ -20,6 +20,18 @@ use crate::engine::LoadError;
 /// question, a text to translate) makes its task's worker panic.
 pub const FAULT_INPUT: &str = "__panic__";
 
+/// With `[runtime] fault_injection`, each model load takes this much longer,
+/// so that the reload after an injected panic (and `/ready` at 503 meanwhile)
+/// lasts long enough to be observed; a tiny model otherwise reloads in a few
+/// milliseconds, between two polls of `/ready`.
+const FAULT_INJECTION_LOAD_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+
+pub(crate) fn delay_load_for_fault_injection(enabled: bool) {
+    if enabled {
+        std::thread::sleep(FAULT_INJECTION_LOAD_DELAY);
+    }
+}
+
 pub(crate) fn local(path: &Path) -> Box<LocalResource> {
     Box::new(LocalResource {
         local_path: path.to_path_buf(),

@@ -61,6 +61,7 @@ impl Predictor for QaPredictor {
     type Output = Vec<AnswerSpan>;
 
     fn init(config: QaConfig) -> Result<Self, LoadError> {
+        super::delay_load_for_fault_injection(config.fault_injection);
         let files = &config.location.resolve(&FILES)?;
         let settings = &config.settings;
         let model_type = model_type(&read_json(files.require("config.json")?)?);

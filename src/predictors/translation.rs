@@ -53,6 +53,7 @@ impl Predictor for TranslationPredictor {
     type Output = Vec<String>;
 
     fn init(config: TranslationModelConfig) -> Result<Self, LoadError> {
+        super::delay_load_for_fault_injection(config.fault_injection);
         let files = &config.location.resolve(&FILES)?;
         let settings = &config.settings;
         let mut translation_config = TranslationConfig::new(
