@@ -37,7 +37,7 @@ run: build $(if $(filter tiny,$(PROFILE)),tiny-models)
 
 ## The whole test suite: formatting, lints, unit and black-box tests, the
 ## browser tests of the playground page, and a smoke run of the benchmark harness.
-test: $(VENV)/.installed tiny-models
+test: $(VENV)/.installed tiny-models oracle-fixtures
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 	cargo test --release --locked
@@ -170,5 +170,8 @@ bench/models/%/.peers: bench/models/%/.generated bench/prepare_peers.py
 
 ## transformers as the oracle: tiny random checkpoints saved by transformers
 ## (gpt2, gpt_neo, gptj, marian, distilbert) and its outputs on them, in build/oracle.
-oracle-fixtures: tiny-models bench-deps
+## The Rust oracle tests (tests/oracle) read them; make test builds them first.
+oracle-fixtures: build/oracle/fixtures.json
+
+build/oracle/fixtures.json: scripts/oracle_fixtures.py $(TINY)/.generated $(BENCH_VENV)/.installed
 	$(BENCH_PYTHON) scripts/oracle_fixtures.py --tokenizers $(TINY) --out build/oracle

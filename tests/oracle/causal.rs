@@ -1,0 +1,1 @@
+//! Oracle tests: causal. (Filled in by the work on this architecture.)

@@ -1,0 +1,1 @@
+//! Oracle tests: qa. (Filled in by the work on this architecture.)
