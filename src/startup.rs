@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_cors::Cors;
@@ -24,7 +24,9 @@ use crate::metrics::Metrics;
 use crate::model_source::ModelLocation;
 use crate::predictors::completion::CompletionConfig;
 use crate::predictors::question_answering::{QaConfig, QaPredictor};
-use crate::predictors::translation::{TranslationModelConfig, TranslationPredictor};
+use crate::predictors::translation::{
+    TranslationHandle, TranslationModelConfig, TranslationPredictor,
+};
 use crate::predictors::{self};
 use crate::state::{AppState, ReferenceDocument, Tasks};
 use crate::{allocator, middleware, routes};
@@ -226,18 +228,25 @@ fn start_tasks(
             spawn_predictor::<QaPredictor>(Task::QuestionAnswering, &qa.model, config, metrics)
         })?,
         translation: start_task(Task::Translation, &translation.model, &mut loads, || {
+            let codec = Arc::new(OnceLock::new());
             let config = TranslationModelConfig {
                 location: location(&translation.model),
                 device,
                 settings: translation.clone(),
                 fault_injection: settings.runtime.fault_injection,
+                codec: codec.clone(),
             };
-            spawn_predictor::<TranslationPredictor>(
+            let pool = TokenizerPool::new(
+                settings.runtime.tokenizer_threads,
+                settings.runtime.tokenizer_queue_size,
+            )?;
+            let (worker, load) = spawn_predictor::<TranslationPredictor>(
                 Task::Translation,
                 &translation.model,
                 config,
                 metrics,
-            )
+            )?;
+            Ok((TranslationHandle::new(worker, codec, pool), load))
         })?,
     };
     Ok((tasks, loads))

@@ -10,10 +10,9 @@ use crate::error::ApiError;
 use crate::generation::GenerationHandle;
 use crate::metrics::Metrics;
 use crate::predictors::question_answering::{AnswerSpan, QaJob};
-use crate::predictors::translation::TranslationJob;
+pub use crate::predictors::translation::TranslationHandle;
 
 pub type QaHandle = TaskHandle<QaJob, Vec<AnswerSpan>>;
-pub type TranslationHandle = TaskHandle<TranslationJob, Vec<String>>;
 
 /// The task handles; `None` for a task disabled in configuration.
 #[derive(Clone, Default)]
@@ -28,7 +27,7 @@ impl Tasks {
         match task {
             Task::Completion => self.completion.as_ref().map(|h| h.state()),
             Task::QuestionAnswering => self.qa.as_ref().map(|h| h.state()),
-            Task::Translation => self.translation.as_ref().map(|h| h.state()),
+            Task::Translation => self.translation.as_ref().map(|h| h.worker.state()),
         }
         .unwrap_or(ModelState::Disabled)
     }

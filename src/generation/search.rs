@@ -1,0 +1,291 @@
+//! Greedy and beam search for sequence-to-sequence models, written once
+//! over `Seq2SeqLm`, with transformers' semantics (`generate` with
+//! `num_beams`, `length_penalty`, `early_stopping`, `min_length`,
+//! `bad_words_ids`, `forced_eos_token_id`), so that the same checkpoint
+//! gives the same tokens. Many sources decode together; a source whose
+//! search has ended leaves the batch at once.
+
+use tch::{Kind, Tensor};
+
+use super::seq2seq::{EarlyStopping, Seq2SeqLm};
+
+/// How one batch of sources is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchOptions {
+    /// 1 is greedy search.
+    pub num_beams: usize,
+    /// The most tokens generated per source, the end token included (the
+    /// start token is not counted).
+    pub max_new_tokens: usize,
+    /// The fewest tokens generated before the end token may come.
+    pub min_new_tokens: usize,
+    pub length_penalty: f64,
+    pub early_stopping: EarlyStopping,
+}
+
+/// Transformers' "minus infinity" for a finished beam's running score.
+const FINISHED: f32 = -1.0e9;
+
+/// The generated tokens of each source, in order: the start token not
+/// included, the end token included when the search produced it.
+pub fn generate(
+    model: &dyn Seq2SeqLm,
+    sources: &[&[i64]],
+    options: &SearchOptions,
+) -> Vec<Vec<i64>> {
+    if sources.is_empty() {
+        return Vec::new();
+    }
+    if options.num_beams <= 1 {
+        greedy(model, sources, options)
+    } else {
+        beam(model, sources, options)
+    }
+}
+
+/// Sets banned continuations to -inf in `scores` ([rows, vocab]), given
+/// each row's tokens so far (start token included), as transformers'
+/// min-length, bad-words and forced-EOS processors do.
+fn process(
+    model: &dyn Seq2SeqLm,
+    scores: &mut Tensor,
+    histories: &[&[i64]],
+    options: &SearchOptions,
+) {
+    let eos = model.eos_id();
+    let generated = histories.first().map_or(0, |history| history.len());
+    // transformers counts the start token in `cur_len`.
+    let max_length = options.max_new_tokens + 1;
+    let mut bans: Vec<(i64, i64)> = Vec::new();
+    for (row, history) in histories.iter().enumerate() {
+        for bad in &model.generation().bad_words_ids {
+            let Some((&last, prefix)) = bad.split_last() else {
+                continue;
+            };
+            if history.ends_with(prefix) {
+                bans.push((row as i64, last));
+            }
+        }
+        if generated < options.min_new_tokens + 1 {
+            bans.push((row as i64, eos));
+        }
+    }
+    let vocab = scores.size()[1];
+    for (row, token) in bans {
+        if (0..vocab).contains(&token) {
+            let _ = scores.get(row).get(token).fill_(f64::NEG_INFINITY);
+        }
+    }
+    if let Some(forced) = model.generation().forced_eos_token_id {
+        if generated + 1 == max_length && (0..vocab).contains(&forced) {
+            // As transformers: every other token -inf, the forced one 0 (so a
+            // beam's score is unchanged by its forced last token).
+            let _ = scores.fill_(f64::NEG_INFINITY);
+            let _ = scores.select(1, forced).fill_(0.0);
+        }
+    }
+}
+
+fn greedy(model: &dyn Seq2SeqLm, sources: &[&[i64]], options: &SearchOptions) -> Vec<Vec<i64>> {
+    let mut state = model.start(sources);
+    let start = model.decoder_start_id();
+    let eos = model.eos_id();
+    let max_length = options.max_new_tokens + 1;
+    // Every row's tokens, the start token first; `alive` maps rows to sources.
+    let mut sequences: Vec<Vec<i64>> = vec![vec![start]; sources.len()];
+    let mut alive: Vec<usize> = (0..sources.len()).collect();
+    while !alive.is_empty() {
+        let tokens: Vec<i64> = alive
+            .iter()
+            .map(|&source| *sequences[source].last().unwrap_or(&start))
+            .collect();
+        let mut scores = model.step(&tokens, &mut state);
+        let histories: Vec<&[i64]> = alive
+            .iter()
+            .map(|&source| sequences[source].as_slice())
+            .collect();
+        process(model, &mut scores, &histories, options);
+        let next = Vec::<i64>::try_from(scores.argmax(-1, false)).unwrap_or_default();
+        let mut keep = Vec::new();
+        for (row, (&source, &token)) in alive.iter().zip(&next).enumerate() {
+            sequences[source].push(token);
+            if token != eos && sequences[source].len() < max_length {
+                keep.push(row);
+            }
+        }
+        if keep.len() < alive.len() {
+            let rows: Vec<i64> = keep.iter().map(|&row| row as i64).collect();
+            alive = keep.iter().map(|&row| alive[row]).collect();
+            if !alive.is_empty() {
+                state.select_rows(&rows);
+            }
+        }
+    }
+    sequences
+        .into_iter()
+        .map(|mut tokens| tokens.split_off(1))
+        .collect()
+}
+
+/// One source's beam search, as transformers keeps it.
+struct Beams {
+    source: usize,
+    /// The running hypotheses (start token first) and their scores.
+    running: Vec<(Vec<i64>, f32)>,
+    /// The best finished hypotheses, best first, at most `num_beams`.
+    finished: Vec<(Vec<i64>, f32)>,
+    /// Whether the running beams may still beat the finished ones.
+    improvable: bool,
+    done: bool,
+}
+
+fn beam(model: &dyn Seq2SeqLm, sources: &[&[i64]], options: &SearchOptions) -> Vec<Vec<i64>> {
+    let width = options.num_beams;
+    let start = model.decoder_start_id();
+    let eos = model.eos_id();
+    let max_length = options.max_new_tokens + 1;
+    let mut state = model.start(sources);
+    // Each source's row repeated once per beam.
+    let repeated: Vec<i64> = (0..sources.len() as i64)
+        .flat_map(|row| std::iter::repeat_n(row, width))
+        .collect();
+    state.select_rows(&repeated);
+    let mut searches: Vec<Beams> = (0..sources.len())
+        .map(|source| Beams {
+            source,
+            // Only the first beam is live at the start (the others score -1e9).
+            running: (0..width)
+                .map(|beam| (vec![start], if beam == 0 { 0.0 } else { FINISHED }))
+                .collect(),
+            finished: Vec::new(),
+            improvable: true,
+            done: false,
+        })
+        .collect();
+    let mut outputs: Vec<Vec<i64>> = vec![Vec::new(); sources.len()];
+    let mut cur_len = 1usize;
+    while !searches.is_empty() {
+        let tokens: Vec<i64> = searches
+            .iter()
+            .flat_map(|search| {
+                search
+                    .running
+                    .iter()
+                    .map(|(tokens, _)| *tokens.last().unwrap_or(&start))
+            })
+            .collect();
+        let logits = model.step(&tokens, &mut state);
+        let mut scores = logits.log_softmax(-1, Kind::Float);
+        let histories: Vec<&[i64]> = searches
+            .iter()
+            .flat_map(|search| search.running.iter().map(|(tokens, _)| tokens.as_slice()))
+            .collect();
+        process(model, &mut scores, &histories, options);
+        let running: Vec<f32> = searches
+            .iter()
+            .flat_map(|search| search.running.iter().map(|&(_, score)| score))
+            .collect();
+        let vocab = scores.size()[1];
+        let totals = (scores
+            + Tensor::from_slice(&running)
+                .to_device(logits.device())
+                .unsqueeze(1))
+        .view([searches.len() as i64, width as i64 * vocab]);
+        let (top_scores, top_indices) = totals.topk(2 * width as i64, -1, true, true);
+        let top_scores = Vec::<f32>::try_from(top_scores.flatten(0, -1)).unwrap_or_default();
+        let top_indices = Vec::<i64>::try_from(top_indices.flatten(0, -1)).unwrap_or_default();
+        // The rows the next step continues from, in the new beam order.
+        let mut next_rows: Vec<i64> = Vec::new();
+        for (index, search) in searches.iter_mut().enumerate() {
+            let candidates = (0..2 * width).map(|rank| {
+                let flat = top_indices[index * 2 * width + rank];
+                let beam = (flat / vocab) as usize;
+                let token = flat % vocab;
+                (top_scores[index * 2 * width + rank], beam, token)
+            });
+            let candidates: Vec<(f32, usize, i64)> = candidates.collect();
+            let hits = |token: i64| token == eos || cur_len + 1 >= max_length;
+            // Finished hypotheses: only among the best `width` candidates.
+            let full = search.finished.len() == width;
+            let may_add =
+                search.improvable && !(full && options.early_stopping == EarlyStopping::Stop);
+            if may_add {
+                let length = (cur_len + 1 - 1) as f64;
+                for &(score, beam, token) in candidates.iter().take(width) {
+                    if hits(token) {
+                        let mut tokens = search.running[beam].0.clone();
+                        tokens.push(token);
+                        let scored = (score as f64 / length.powf(options.length_penalty)) as f32;
+                        search.finished.push((tokens, scored));
+                    }
+                }
+                // Stable: earlier entries win ties, as in topk over [old, new].
+                search.finished.sort_by(|a, b| b.1.total_cmp(&a.1));
+                search.finished.truncate(width);
+            }
+            // Running beams: the best candidates that did not finish (a finished
+            // one only when fewer remain, at a score that puts it last).
+            let mut ranked: Vec<(f32, usize, i64)> = candidates
+                .iter()
+                .map(|&(score, beam, token)| {
+                    (
+                        if hits(token) { score + FINISHED } else { score },
+                        beam,
+                        token,
+                    )
+                })
+                .collect();
+            ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let all_hit = candidates.iter().all(|&(_, _, token)| hits(token));
+            let base = (index * width) as i64;
+            let mut running = Vec::with_capacity(width);
+            for &(score, beam, token) in ranked.iter().take(width) {
+                let mut tokens = search.running[beam].0.clone();
+                tokens.push(token);
+                running.push((tokens, score));
+                next_rows.push(base + beam as i64);
+            }
+            search.running = running;
+            // transformers' `_check_early_stop_heuristic`, at the new length.
+            let length = match options.early_stopping {
+                EarlyStopping::Never if options.length_penalty > 0.0 => max_length - 1,
+                _ => cur_len + 1 - 1,
+            } as f64;
+            let best_possible =
+                (search.running[0].1 as f64 / length.powf(options.length_penalty)) as f32;
+            let all_finished = search.finished.len() == width;
+            let worst_finished = if all_finished {
+                search
+                    .finished
+                    .iter()
+                    .map(|(_, score)| *score)
+                    .fold(f32::INFINITY, f32::min)
+            } else {
+                FINISHED
+            };
+            search.improvable = search.improvable && best_possible > worst_finished;
+            search.done = !search.improvable
+                || (all_finished && options.early_stopping == EarlyStopping::Stop)
+                || all_hit;
+        }
+        cur_len += 1;
+        // Rows of sources still searching, then the finished sources' answers.
+        let mut kept_rows = Vec::with_capacity(next_rows.len());
+        let mut kept = Vec::with_capacity(searches.len());
+        for (index, search) in searches.into_iter().enumerate() {
+            if search.done {
+                let best = search.finished.into_iter().next().map(|(tokens, _)| tokens);
+                let mut tokens = best.unwrap_or_else(|| search.running[0].0.clone());
+                outputs[search.source] = tokens.split_off(1);
+            } else {
+                kept_rows.extend_from_slice(&next_rows[index * width..(index + 1) * width]);
+                kept.push(search);
+            }
+        }
+        searches = kept;
+        if !searches.is_empty() {
+            state.select_rows(&kept_rows);
+        }
+    }
+    outputs
+}
