@@ -219,8 +219,8 @@ TASK_OF_PATH = {"/complete": "completion", "/qa": "qa", "/translate": "translati
 # nlp-serve's precisions per task: `[<task>] precision` in its configuration.
 # A task joins a precision here as soon as nlp-serve supports it there.
 NLP_SERVE_PRECISIONS = {"fp32": ("completion", "qa", "translation"),
-                        "fp16": ("completion",),
-                        "int8": ("completion",)}
+                        "fp16": ("completion", "translation"),
+                        "int8": ("completion", "translation")}
 
 # The other sides: (name, engine, precision, tasks), each a bench/baseline/server.py process.
 PEERS = (("transformers", "transformers", "float32", ("completion", "qa", "translation")),
@@ -262,8 +262,8 @@ torch_threads = {threads}
         "completion": f'source = "{models / "distilgpt2"}"\nqueue_size = 256\n',
         "qa": f'source = "{models / "distilbert-squad"}"\nqueue_size = 256\n',
         "translation": (f'source = "{models / "opus-mt-en-de"}"\nqueue_size = 256\nnum_beams = 4\n'
-                        f"min_output_tokens = {TRANSLATION_NEW_TOKENS + 1}\n"
-                        f"max_output_tokens = {TRANSLATION_NEW_TOKENS + 1}\n"),
+                        f"min_output_tokens = {TRANSLATION_NEW_TOKENS}\n"
+                        f"max_output_tokens = {TRANSLATION_NEW_TOKENS}\n"),
     }
     for task, body in sections.items():
         if task not in tasks:
@@ -273,10 +273,13 @@ torch_threads = {threads}
     path.write_text(text)
 
 
-def start_sides(args, models, logs):
-    """Every side as its own process; returns [(server, tasks, ready path)]."""
+def start_sides(args, models, logs, needed):
+    """Every side serving a `needed` task, each its own process; returns [(server, tasks, ready path)]."""
     sides = []
     for precision, tasks in NLP_SERVE_PRECISIONS.items():
+        tasks = tuple(task for task in tasks if task in needed)
+        if not tasks:
+            continue
         name = "nlp-serve" if precision == "fp32" else f"nlp-serve {precision}"
         config = args.out / f"{name.replace(' ', '-')}.toml"
         write_service_config(config, models, args.threads, precision, tasks)
@@ -284,6 +287,8 @@ def start_sides(args, models, logs):
         sides.append((Server(name, [str(args.binary), "--config", str(config)], {"PORT": str(port)}, port, logs),
                       tasks, "/ready"))
     for name, engine, precision, tasks in PEERS:
+        if not set(tasks) & needed:
+            continue
         port = free_port()
         command = [sys.executable, "-m", "uvicorn", "bench.baseline.server:app", "--host", "127.0.0.1",
                    "--port", str(port), "--workers", "1", "--log-level", "warning"]
@@ -304,14 +309,17 @@ def run(args):
     print("measuring the machine", flush=True)
     limits = machine_limits(args.threads)
     inputs = build_inputs(models)
-    sides = start_sides(args, models, logs)
+    chosen = [scenario for scenario in scenarios(inputs, args.smoke)
+              if not args.only or scenario[0] in args.only.split(",")]
+    needed = {TASK_OF_PATH[path] for _, path, _, _, _ in chosen}
+    sides = [side for side in start_sides(args, models, logs, needed)]
     results = []
     answers = {}  # scenario -> side -> the first warm-up answer
     try:
         for server, _, ready in sides:
             server.wait_ready(ready)
         load_peak = {server.name: server.peak_memory_mb() for server, _, _ in sides}
-        for index, (name, path, body, runs, new_tokens) in enumerate(scenarios(inputs, args.smoke)):
+        for index, (name, path, body, runs, new_tokens) in enumerate(chosen):
             serving = [server for server, tasks, _ in sides if TASK_OF_PATH[path] in tasks]
             # Rotate the order from one scenario to the next so that no side always goes first.
             shift = index % len(serving)
@@ -755,6 +763,9 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", default="",
+                        help="comma-separated scenario names (e.g. translate_sentence): a quick partial run; "
+                             "sides serving none of them are not started")
     parser.add_argument("--previous", type=pathlib.Path,
                         help="summary.json of the run to compare with (default: the one in --out)")
     args = parser.parse_args()
