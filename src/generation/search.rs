@@ -56,22 +56,34 @@ fn process(
     let generated = histories.first().map_or(0, |history| history.len());
     // transformers counts the start token in `cur_len`.
     let max_length = options.max_new_tokens + 1;
-    let mut bans: Vec<(i64, i64)> = Vec::new();
-    for (row, history) in histories.iter().enumerate() {
-        for bad in &model.generation().bad_words_ids {
-            let Some((&last, prefix)) = bad.split_last() else {
-                continue;
-            };
-            if history.ends_with(prefix) {
-                bans.push((row as i64, last));
+    let vocab = scores.size()[1];
+    // Tokens banned for every row at once (single-token bad words, the end
+    // token before the minimum length), then per-row bans of multi-token
+    // bad words whose prefix a row has just written.
+    let mut columns: Vec<i64> = Vec::new();
+    let mut cells: Vec<(i64, i64)> = Vec::new();
+    for bad in &model.generation().bad_words_ids {
+        match bad.split_last() {
+            Some((&last, [])) => columns.push(last),
+            Some((&last, prefix)) => {
+                for (row, history) in histories.iter().enumerate() {
+                    if history.ends_with(prefix) {
+                        cells.push((row as i64, last));
+                    }
+                }
             }
-        }
-        if generated < options.min_new_tokens + 1 {
-            bans.push((row as i64, eos));
+            None => {}
         }
     }
-    let vocab = scores.size()[1];
-    for (row, token) in bans {
+    if generated < options.min_new_tokens + 1 {
+        columns.push(eos);
+    }
+    columns.retain(|token| (0..vocab).contains(token));
+    if !columns.is_empty() {
+        let index = Tensor::from_slice(&columns).to_device(scores.device());
+        let _ = scores.index_fill_(1, &index, f64::NEG_INFINITY);
+    }
+    for (row, token) in cells {
         if (0..vocab).contains(&token) {
             let _ = scores.get(row).get(token).fill_(f64::NEG_INFINITY);
         }
@@ -191,9 +203,16 @@ fn beam(model: &dyn Seq2SeqLm, sources: &[&[i64]], options: &SearchOptions) -> V
                 .to_device(logits.device())
                 .unsqueeze(1))
         .view([searches.len() as i64, width as i64 * vocab]);
-        let (top_scores, top_indices) = totals.topk(2 * width as i64, -1, true, true);
-        let top_scores = Vec::<f32>::try_from(top_scores.flatten(0, -1)).unwrap_or_default();
-        let top_indices = Vec::<i64>::try_from(top_indices.flatten(0, -1)).unwrap_or_default();
+        let totals = Vec::<f32>::try_from(totals.flatten(0, -1)).unwrap_or_default();
+        let span = width * vocab as usize;
+        let (mut top_scores, mut top_indices) = (Vec::new(), Vec::new());
+        for index in 0..searches.len() {
+            let row = totals.get(index * span..(index + 1) * span).unwrap_or(&[]);
+            for (score, flat) in top_k(row, 2 * width) {
+                top_scores.push(score);
+                top_indices.push(flat as i64);
+            }
+        }
         // The rows the next step continues from, in the new beam order.
         let mut next_rows: Vec<i64> = Vec::new();
         for (index, search) in searches.iter_mut().enumerate() {
@@ -288,4 +307,33 @@ fn beam(model: &dyn Seq2SeqLm, sources: &[&[i64]], options: &SearchOptions) -> V
         }
     }
     outputs
+}
+
+/// The `k` largest values of `values` with their indices, largest first
+/// (an earlier index first among equals). One pass: cheaper than a sort or
+/// libtorch's topk over a beam's `num_beams * vocab` scores.
+fn top_k(values: &[f32], k: usize) -> Vec<(f32, usize)> {
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+    for (index, &value) in values.iter().enumerate() {
+        if best.len() == k && best.last().is_none_or(|&(worst, _)| value <= worst) {
+            continue;
+        }
+        let at = best.partition_point(|&(kept, _)| kept >= value);
+        best.insert(at, (value, index));
+        best.truncate(k);
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_k;
+
+    #[test]
+    fn top_k_takes_the_largest_first_and_the_earliest_among_equals() {
+        let values = [0.5, f32::NEG_INFINITY, 2.0, 0.5, -1.0, 2.0, 3.0];
+        assert_eq!(top_k(&values, 4), [(3.0, 6), (2.0, 2), (2.0, 5), (0.5, 0)]);
+        assert_eq!(top_k(&values, 10).len(), values.len());
+        assert!(top_k(&values, 0).is_empty());
+    }
 }
