@@ -2,6 +2,10 @@
 //! report: greedy agreement, logit drift and decoding speed.
 //!
 //! usage: precision-report MODEL_DIR TEXT_FILE [PROMPTS] [TOKENS]
+//!        precision-report translation MODEL_DIR TEXT_FILE [SENTENCES] [TOKENS]
+//!
+//! With `translation`, a Marian model: greedy and beam-4 identical shares
+//! and top-1 agreement per precision (`generation::precision_check`).
 //!
 //! Prompts are 32-token windows spread over TEXT_FILE. For each reduced
 //! precision it prints, as JSON: the share of prompts whose greedy
@@ -16,6 +20,7 @@ use std::time::Instant;
 use anyhow::Context;
 use nlp_serve::generation::gpt2::Gpt2Decoder;
 use nlp_serve::generation::linear::Precision;
+use nlp_serve::generation::precision_check::translation_report;
 use rust_bert::pipelines::common::{ModelType, TokenizerOption};
 use serde_json::json;
 use tch::{Device, Tensor};
@@ -63,7 +68,19 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("translation") {
+        args.next();
+        let usage = "usage: precision-report translation MODEL_DIR TEXT_FILE [SENTENCES] [TOKENS]";
+        let dir = PathBuf::from(args.next().context(usage)?);
+        let text = std::fs::read_to_string(args.next().context(usage)?)?;
+        let sentences: usize = args.next().map_or(Ok(16), |a| a.parse())?;
+        let tokens: usize = args.next().map_or(Ok(40), |a| a.parse())?;
+        let report =
+            translation_report(&dir, &text, sentences, tokens).map_err(anyhow::Error::msg)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let usage = "usage: precision-report MODEL_DIR TEXT_FILE [PROMPTS] [TOKENS]";
     let dir = PathBuf::from(args.next().context(usage)?);
     let text_file = PathBuf::from(args.next().context(usage)?);

@@ -14,6 +14,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod marian;
 pub mod model;
+pub mod precision_check;
 pub mod request;
 pub mod sampling;
 pub mod scheduler;
