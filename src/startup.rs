@@ -23,7 +23,7 @@ use crate::generation::scheduler::BatchLimits;
 use crate::metrics::Metrics;
 use crate::model_source::ModelLocation;
 use crate::predictors::completion::CompletionConfig;
-use crate::predictors::question_answering::{QaConfig, QaPredictor};
+use crate::predictors::question_answering::QaConfig;
 use crate::predictors::translation::{TranslationModelConfig, TranslationPredictor};
 use crate::predictors::{self};
 use crate::state::{AppState, ReferenceDocument, Tasks};
@@ -191,6 +191,15 @@ fn start_tasks(
     };
     let mut loads = Vec::new();
     let (completion, qa, translation) = (&settings.completion, &settings.qa, &settings.translation);
+    // One pool tokenizes for every task that takes ids (completion, QA).
+    let pool = TokenizerPool::new(
+        settings.runtime.tokenizer_threads,
+        settings.runtime.tokenizer_queue_size,
+    )
+    .map_err(|error| StartupError::Worker {
+        task: Task::Completion,
+        detail: format!("cannot start the tokenizer threads: {error}"),
+    })?;
     let tasks = Tasks {
         completion: start_task(Task::Completion, &completion.model, &mut loads, || {
             let config = CompletionConfig {
@@ -204,15 +213,11 @@ fn start_tasks(
                 max_sequences: completion.model.max_batch_size.max(1),
                 max_tokens: completion.max_batch_tokens,
             };
-            let pool = TokenizerPool::new(
-                settings.runtime.tokenizer_threads,
-                settings.runtime.tokenizer_queue_size,
-            )?;
             predictors::completion::spawn(
                 config,
                 completion.model.queue_size,
                 limits,
-                pool,
+                pool.clone(),
                 metrics.clone(),
             )
         })?,
@@ -222,8 +227,15 @@ fn start_tasks(
                 device,
                 settings: qa.clone(),
                 fault_injection: settings.runtime.fault_injection,
+                tokenizer: Default::default(),
             };
-            spawn_predictor::<QaPredictor>(Task::QuestionAnswering, &qa.model, config, metrics)
+            predictors::question_answering::spawn(
+                config,
+                qa.model.queue_size,
+                batch_shape(&qa.model),
+                pool.clone(),
+                metrics.clone(),
+            )
         })?,
         translation: start_task(Task::Translation, &translation.model, &mut loads, || {
             let config = TranslationModelConfig {
@@ -269,9 +281,19 @@ fn spawn_predictor<P: Predictor + 'static>(
     config: P::Config,
     metrics: &Arc<Metrics>,
 ) -> std::io::Result<(HandleOf<P>, LoadReport)> {
-    let shape = BatchShape {
+    TaskHandle::spawn_predictor::<P>(
+        task,
+        config,
+        model.queue_size,
+        batch_shape(model),
+        metrics.clone(),
+    )
+}
+
+/// How a task's worker forms batches, from its model settings.
+fn batch_shape(model: &ModelSettings) -> BatchShape {
+    BatchShape {
         max_batch_size: model.max_batch_size.max(1),
         max_wait: Duration::from_millis(model.max_batch_wait_ms),
-    };
-    TaskHandle::spawn_predictor::<P>(task, config, model.queue_size, shape, metrics.clone())
+    }
 }

@@ -9,10 +9,9 @@ use crate::engine::{Task, TaskHandle};
 use crate::error::ApiError;
 use crate::generation::GenerationHandle;
 use crate::metrics::Metrics;
-use crate::predictors::question_answering::{AnswerSpan, QaJob};
 use crate::predictors::translation::TranslationJob;
+use crate::qa::QaHandle;
 
-pub type QaHandle = TaskHandle<QaJob, Vec<AnswerSpan>>;
 pub type TranslationHandle = TaskHandle<TranslationJob, Vec<String>>;
 
 /// The task handles; `None` for a task disabled in configuration.
