@@ -129,6 +129,7 @@ pub struct CompletionSettings {
 pub struct QaSettings {
     #[serde(flatten)]
     pub model: ModelSettings,
+    pub precision: Precision,
     pub lower_case: bool,
     pub max_seq_length: usize,
     pub doc_stride: usize,
@@ -248,8 +249,15 @@ impl Settings {
         if self.translation.min_output_tokens > self.translation.max_output_tokens {
             return bad("translation.min_output_tokens exceeds translation.max_output_tokens");
         }
-        if self.qa.doc_stride >= self.qa.max_seq_length {
-            return bad("qa.doc_stride must be smaller than qa.max_seq_length");
+        // A window holds [CLS] question [SEP] context [SEP]; consecutive
+        // windows must move forward past the stride even for the longest question.
+        if self.qa.doc_stride + self.qa.max_question_tokens + 3 >= self.qa.max_seq_length {
+            return bad(
+                "qa.doc_stride + qa.max_question_tokens + 3 must be smaller than qa.max_seq_length",
+            );
+        }
+        if self.qa.max_answer_tokens == 0 {
+            return bad("qa.max_answer_tokens must be at least 1");
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use crate::generation::scheduler::BatchLimits;
 use crate::metrics::Metrics;
 use crate::model_source::ModelLocation;
 use crate::predictors::completion::CompletionConfig;
-use crate::predictors::question_answering::{QaConfig, QaPredictor};
+use crate::predictors::question_answering::QaConfig;
 use crate::predictors::translation::{
     TranslationHandle, TranslationModelConfig, TranslationPredictor,
 };
@@ -193,6 +193,15 @@ fn start_tasks(
     };
     let mut loads = Vec::new();
     let (completion, qa, translation) = (&settings.completion, &settings.qa, &settings.translation);
+    // One pool tokenizes for every task that takes ids.
+    let pool = TokenizerPool::new(
+        settings.runtime.tokenizer_threads,
+        settings.runtime.tokenizer_queue_size,
+    )
+    .map_err(|error| StartupError::Worker {
+        task: Task::Completion,
+        detail: format!("cannot start the tokenizer threads: {error}"),
+    })?;
     let tasks = Tasks {
         completion: start_task(Task::Completion, &completion.model, &mut loads, || {
             let config = CompletionConfig {
@@ -206,15 +215,11 @@ fn start_tasks(
                 max_sequences: completion.model.max_batch_size.max(1),
                 max_tokens: completion.max_batch_tokens,
             };
-            let pool = TokenizerPool::new(
-                settings.runtime.tokenizer_threads,
-                settings.runtime.tokenizer_queue_size,
-            )?;
             predictors::completion::spawn(
                 config,
                 completion.model.queue_size,
                 limits,
-                pool,
+                pool.clone(),
                 metrics.clone(),
             )
         })?,
@@ -224,8 +229,15 @@ fn start_tasks(
                 device,
                 settings: qa.clone(),
                 fault_injection: settings.runtime.fault_injection,
+                tokenizer: Default::default(),
             };
-            spawn_predictor::<QaPredictor>(Task::QuestionAnswering, &qa.model, config, metrics)
+            predictors::question_answering::spawn(
+                config,
+                qa.model.queue_size,
+                batch_shape(&qa.model),
+                pool.clone(),
+                metrics.clone(),
+            )
         })?,
         translation: start_task(Task::Translation, &translation.model, &mut loads, || {
             let codec = Arc::new(OnceLock::new());
@@ -236,17 +248,13 @@ fn start_tasks(
                 fault_injection: settings.runtime.fault_injection,
                 codec: codec.clone(),
             };
-            let pool = TokenizerPool::new(
-                settings.runtime.tokenizer_threads,
-                settings.runtime.tokenizer_queue_size,
-            )?;
             let (worker, load) = spawn_predictor::<TranslationPredictor>(
                 Task::Translation,
                 &translation.model,
                 config,
                 metrics,
             )?;
-            Ok((TranslationHandle::new(worker, codec, pool), load))
+            Ok((TranslationHandle::new(worker, codec, pool.clone()), load))
         })?,
     };
     Ok((tasks, loads))
@@ -278,9 +286,19 @@ fn spawn_predictor<P: Predictor + 'static>(
     config: P::Config,
     metrics: &Arc<Metrics>,
 ) -> std::io::Result<(HandleOf<P>, LoadReport)> {
-    let shape = BatchShape {
+    TaskHandle::spawn_predictor::<P>(
+        task,
+        config,
+        model.queue_size,
+        batch_shape(model),
+        metrics.clone(),
+    )
+}
+
+/// How a task's worker forms batches, from its model settings.
+fn batch_shape(model: &ModelSettings) -> BatchShape {
+    BatchShape {
         max_batch_size: model.max_batch_size.max(1),
         max_wait: Duration::from_millis(model.max_batch_wait_ms),
-    };
-    TaskHandle::spawn_predictor::<P>(task, config, model.queue_size, shape, metrics.clone())
+    }
 }

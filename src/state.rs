@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use crate::api::health::ModelState;
 use crate::configuration::Settings;
-use crate::engine::{Task, TaskHandle};
+use crate::engine::Task;
 use crate::error::ApiError;
 use crate::generation::GenerationHandle;
 use crate::metrics::Metrics;
-use crate::predictors::question_answering::{AnswerSpan, QaJob};
 pub use crate::predictors::translation::TranslationHandle;
-
-pub type QaHandle = TaskHandle<QaJob, Vec<AnswerSpan>>;
+use crate::qa::QaHandle;
 
 /// The task handles; `None` for a task disabled in configuration.
 #[derive(Clone, Default)]

@@ -10,7 +10,7 @@ use crate::api::qa::QaRequest;
 use crate::api::translate::{TextInput, TranslateRequest};
 use crate::configuration::{CompletionSettings, QaSettings, TranslationSettings};
 use crate::generation::request::{GenerationOptions, GenerationRequest};
-use crate::predictors::question_answering::QaJob;
+use crate::qa::QaJob;
 
 /// Most stop sequences per request.
 pub const MAX_STOP_SEQUENCES: usize = 4;

@@ -1,20 +1,23 @@
-//! Extractive question answering with a DistilBERT/BERT model fine-tuned on
-//! SQuAD. Long contexts are cut into overlapping windows (`max_seq_length`,
-//! `doc_stride`); windows of all requests in a batch run through the model
-//! together.
+//! Extractive question answering with a DistilBERT model fine-tuned on
+//! SQuAD: its files, and the model thread's `Predictor`, which sees only
+//! windows of token ids and returns their start/end logits. Tokenizing and
+//! span selection live in `qa`; the network in `encoder::distilbert`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use rust_bert::pipelines::common::ModelType;
-use rust_bert::pipelines::question_answering::{
-    QaInput, QuestionAnsweringConfig, QuestionAnsweringModel,
-};
 use tch::Device;
 
-use super::{local, model_error, read_json, torch_weights, FAULT_INPUT};
+use super::{model_error, read_json, FAULT_INPUT};
 use crate::configuration::QaSettings;
-use crate::engine::{LoadError, PredictError, Predictor};
+use crate::encoder::distilbert::DistilBertQa;
+use crate::encoder::{run_windows, SpanEncoder, WindowLogits};
+use crate::engine::tokenizer_pool::TokenizerPool;
+use crate::engine::{BatchShape, LoadError, LoadReport, PredictError, Predictor, Task, TaskHandle};
+use crate::generation::linear::{fbgemm_available, Precision};
+use crate::metrics::Metrics;
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
+use crate::qa::windows::{QaTokenizer, Window, WindowLimits, WindowsJob};
+use crate::qa::QaHandle;
 
 pub const FILES: [FileWanted; 4] = [
     CONFIG,
@@ -30,41 +33,60 @@ pub struct QaConfig {
     pub settings: QaSettings,
     /// Testing only: the question FAULT_INPUT makes `predict` panic.
     pub fault_injection: bool,
-}
-
-/// A validated question.
-#[derive(Debug, Clone)]
-pub struct QaJob {
-    pub question: String,
-    pub context: Arc<str>,
-    pub top_k: usize,
-}
-
-/// A span of the context; offsets in Unicode code points.
-#[derive(Debug, Clone)]
-pub struct AnswerSpan {
-    pub text: String,
-    pub score: f64,
-    pub start: usize,
-    pub end: usize,
+    /// Where the loaded model publishes its tokenizer for the pool.
+    pub tokenizer: Arc<OnceLock<Arc<QaTokenizer>>>,
 }
 
 pub struct QaPredictor {
-    model: QuestionAnsweringModel,
+    encoder: Box<dyn SpanEncoder>,
     window_batch_size: usize,
-    fault_injection: bool,
+}
+
+/// Loads the QA model on its own thread and returns the handle that
+/// tokenizes, queues and selects spans.
+pub fn spawn(
+    config: QaConfig,
+    queue_size: usize,
+    shape: BatchShape,
+    pool: TokenizerPool,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(QaHandle, LoadReport)> {
+    let tokenizer = config.tokenizer.clone();
+    let max_answer_tokens = config.settings.max_answer_tokens;
+    let (worker, report) = TaskHandle::spawn_predictor::<QaPredictor>(
+        Task::QuestionAnswering,
+        config,
+        queue_size,
+        shape,
+        metrics,
+    )?;
+    Ok((
+        QaHandle::new(worker, tokenizer, pool, max_answer_tokens),
+        report,
+    ))
 }
 
 impl Predictor for QaPredictor {
     type Config = QaConfig;
-    type Request = QaJob;
-    type Output = Vec<AnswerSpan>;
+    type Request = WindowsJob;
+    type Output = Vec<WindowLogits>;
 
     fn init(config: QaConfig) -> Result<Self, LoadError> {
         super::delay_load_for_fault_injection(config.fault_injection);
         let files = &config.location.resolve(&FILES)?;
         let settings = &config.settings;
-        let model_type = model_type(&read_json(files.require("config.json")?)?);
+        let config_path = files.require("config.json")?;
+        let model_type = read_json(config_path)?["model_type"]
+            .as_str()
+            .unwrap_or("distilbert")
+            .to_string();
+        if model_type != "distilbert" {
+            return Err(model_error(
+                &files.source,
+                format!("question answering runs DistilBERT models; this one is {model_type}"),
+            ));
+        }
+        check_precision(settings.precision, config.device, &files.source)?;
         // An explicit do_lower_case in the model's tokenizer_config.json wins.
         let lower_case = match files.get("tokenizer_config.json") {
             Some(path) => read_json(path)?["do_lower_case"]
@@ -72,71 +94,69 @@ impl Predictor for QaPredictor {
                 .unwrap_or(settings.lower_case),
             None => settings.lower_case,
         };
-        let model = QuestionAnsweringModel::new(QuestionAnsweringConfig {
-            model_resource: torch_weights(files.require("rust_model.ot")?),
-            config_resource: local(files.require("config.json")?),
-            vocab_resource: local(files.require("vocab.txt")?),
-            merges_resource: None,
-            device: config.device,
-            model_type,
-            lower_case,
-            strip_accents: None,
-            add_prefix_space: None,
+        let limits = WindowLimits {
             max_seq_length: settings.max_seq_length,
             doc_stride: settings.doc_stride,
-            max_query_length: settings.max_question_tokens,
-            max_answer_length: settings.max_answer_tokens,
-            kind: None,
-        })
+            max_question_tokens: settings.max_question_tokens,
+        };
+        let tokenizer = QaTokenizer::from_vocab(
+            files.require("vocab.txt")?,
+            lower_case,
+            limits,
+            config.fault_injection,
+        )
         .map_err(|e| model_error(&files.source, e))?;
+        let encoder = DistilBertQa::load(
+            config_path,
+            files.require("rust_model.ot")?,
+            settings.precision,
+            config.device,
+        )
+        .map_err(|e| model_error(&files.source, e))?;
+        // The tokenizer does not change when a model is reloaded.
+        let _ = config.tokenizer.set(Arc::new(tokenizer));
         Ok(QaPredictor {
-            model,
+            encoder: Box::new(encoder),
             window_batch_size: settings.window_batch_size.max(1),
-            fault_injection: config.fault_injection,
         })
     }
 
-    fn predict(&mut self, batch: Vec<QaJob>) -> Vec<Result<Vec<AnswerSpan>, PredictError>> {
-        if self.fault_injection && batch.iter().any(|job| job.question == FAULT_INPUT) {
+    fn predict(&mut self, batch: Vec<WindowsJob>) -> Vec<Result<Vec<WindowLogits>, PredictError>> {
+        if batch.iter().any(|job| job.inject_fault) {
             panic!("fault injection: the question was {FAULT_INPUT}");
         }
-        let top_k = batch.iter().map(|job| job.top_k).max().unwrap_or(1).max(1);
-        let inputs: Vec<QaInput> = batch
-            .iter()
-            .map(|job| QaInput {
-                question: job.question.clone(),
-                context: job.context.to_string(),
-            })
-            .collect();
-        let answers = tch::no_grad(|| {
-            self.model
-                .predict(&inputs, top_k as i64, self.window_batch_size)
-        });
+        // Windows of every request share the forward passes.
+        let windows: Vec<&Window> = batch.iter().flat_map(|job| &job.windows).collect();
+        let mut logits = run_windows(&*self.encoder, &windows, self.window_batch_size).into_iter();
         batch
             .iter()
-            .zip(answers)
-            .map(|(job, answers)| {
-                Ok(answers
-                    .into_iter()
-                    .filter(|answer| !answer.answer.is_empty())
-                    .take(job.top_k)
-                    .map(|answer| AnswerSpan {
-                        text: answer.answer,
-                        score: answer.score,
-                        start: answer.start,
-                        end: answer.end,
-                    })
-                    .collect())
-            })
+            .map(|job| Ok(logits.by_ref().take(job.windows.len()).collect()))
             .collect()
     }
 }
 
-/// BERT-family architecture named by a config.json.
-fn model_type(config: &serde_json::Value) -> ModelType {
-    match config["model_type"].as_str() {
-        Some("bert") => ModelType::Bert,
-        Some("roberta") => ModelType::Roberta,
-        _ => ModelType::DistilBert,
+/// fp16 and int8 run on libtorch's fbgemm kernels: CPU only, x86-64 with AVX2.
+fn check_precision(precision: Precision, device: Device, source: &str) -> Result<(), LoadError> {
+    if precision == Precision::Fp32 {
+        return Ok(());
     }
+    if device != Device::Cpu {
+        return Err(model_error(
+            source,
+            format!(
+                "precision {} runs on the CPU only (libtorch's fbgemm kernels); use fp32 on {device:?}",
+                precision.name()
+            ),
+        ));
+    }
+    if !fbgemm_available() {
+        return Err(model_error(
+            source,
+            format!(
+                "precision {} needs libtorch's fbgemm kernels (x86-64 with AVX2); use fp32",
+                precision.name()
+            ),
+        ));
+    }
+    Ok(())
 }

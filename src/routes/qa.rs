@@ -42,7 +42,7 @@ pub async fn answer(
         state.reference.name.clone()
     };
     let timeout = request_timeout(&http)?;
-    let answered = state.qa()?.submit(job, timeout).await?;
+    let answered = state.qa()?.answer(job, timeout).await?;
     let mut response = HttpResponse::Ok();
     insert_timing(
         &mut response,

@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::app;
+use crate::helpers::{app, assert_error};
 
 /// `context[start..end]` in Unicode code points, as the API documents it.
 fn slice(context: &str, start: u64, end: u64) -> String {
@@ -77,4 +77,28 @@ fn top_k_bounds_the_number_of_answers() {
         assert!(count >= 1 && count <= top_k, "top_k {top_k} gave {count}");
         assert_offsets_match(context, &body["answers"]);
     }
+}
+
+#[test]
+fn a_question_over_the_token_limit_is_422() {
+    // 70 words, 70 tokens: within the 1,000-character limit, over the
+    // 64-token one that windows are cut for.
+    let question = "why ".repeat(70);
+    let (status, body) = app().post(
+        "/qa",
+        &json!({"question": question, "context": "It rained."}),
+    );
+    let message = assert_error(status, &body, 422, "validation_error");
+    assert_eq!(
+        message, "question: is 70 tokens long; the limit is 64 tokens",
+        "{body}"
+    );
+}
+
+#[test]
+fn a_context_without_tokens_is_422() {
+    // Control characters are not blank, but BERT's tokenizer drops them.
+    let (status, body) = app().post("/qa", &json!({"question": "Why?", "context": "\u{7}\u{7}"}));
+    let message = assert_error(status, &body, 422, "validation_error");
+    assert_eq!(message, "context: contains no tokens", "{body}");
 }

@@ -1,1 +1,111 @@
-//! Oracle tests: qa. (Filled in by the work on this architecture.)
+//! Oracle tests: question answering. The server loads the DistilBERT QA
+//! checkpoint transformers saved (model.safetensors, config.json as
+//! transformers writes it) and must answer as transformers'
+//! `question-answering` pipeline did with `top_k=3`: the same texts and
+//! character offsets in the same order, scores within 1e-4.
+
+use nlp_serve::generation::linear::{fbgemm_available, Precision};
+use serde_json::{json, Value};
+
+use crate::fixtures;
+use crate::helpers::{spawn_app, tiny_settings, TestApp};
+
+fn qa_app(precision: Precision) -> TestApp {
+    let mut settings = tiny_settings();
+    settings.qa.precision = precision;
+    settings.completion.model.enabled = false;
+    settings.translation.model.enabled = false;
+    settings.qa.model.source = fixtures::checkpoint("distilbert");
+    let app = spawn_app(settings);
+    app.wait_ready();
+    app
+}
+
+#[test]
+fn answers_are_the_pipelines_at_fp32() {
+    let app = qa_app(Precision::Fp32);
+    let cases = fixtures::model("distilbert")["qa"]
+        .as_array()
+        .expect("qa cases");
+    assert!(!cases.is_empty());
+    for case in cases {
+        let (status, body) = app.post(
+            "/qa",
+            &json!({"question": case["question"], "context": case["context"], "top_k": 3}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let ours = body["answers"].as_array().expect("answers");
+        let theirs = case["answers"].as_array().expect("expected answers");
+        assert_eq!(
+            spans(ours),
+            spans(theirs),
+            "question {}: ours {body}",
+            case["question"]
+        );
+        for (our, their) in ours.iter().zip(theirs) {
+            let (a, b) = (score(our), score(their));
+            assert!(
+                (a - b).abs() < 1e-4,
+                "question {}: score {a} vs {b}",
+                case["question"]
+            );
+        }
+    }
+}
+
+/// fp16 weights move the tiny model's logits by about 1e-3 of their spread
+/// (precision-report): its best answers stay transformers'. int8 moves them
+/// more; it must still load and answer with spans of the context.
+#[test]
+fn reduced_precisions_serve_the_checkpoint() {
+    if !fbgemm_available() {
+        eprintln!("skipped: no fbgemm kernels on this CPU");
+        return;
+    }
+    for precision in [Precision::Fp16, Precision::Int8] {
+        let app = qa_app(precision);
+        for case in fixtures::model("distilbert")["qa"]
+            .as_array()
+            .expect("qa cases")
+        {
+            let (status, body) = app.post(
+                "/qa",
+                &json!({"question": case["question"], "context": case["context"], "top_k": 3}),
+            );
+            assert_eq!(status, 200, "{body}");
+            let ours = spans(body["answers"].as_array().expect("answers"));
+            assert_eq!(ours.len(), 3, "{body}");
+            let context = case["context"].as_str().expect("context");
+            for (text, start, end) in &ours {
+                let slice: String = context
+                    .chars()
+                    .skip(*start as usize)
+                    .take((end - start) as usize)
+                    .collect();
+                assert_eq!(&slice, text);
+            }
+            if precision == Precision::Fp16 {
+                let theirs = spans(case["answers"].as_array().expect("expected answers"));
+                assert_eq!(ours[0], theirs[0], "fp16, question {}", case["question"]);
+            }
+        }
+    }
+}
+
+/// (text, start, end) of each answer, in order.
+fn spans(answers: &[Value]) -> Vec<(String, u64, u64)> {
+    answers
+        .iter()
+        .map(|answer| {
+            (
+                answer["text"].as_str().expect("text").to_string(),
+                answer["start"].as_u64().expect("start"),
+                answer["end"].as_u64().expect("end"),
+            )
+        })
+        .collect()
+}
+
+fn score(answer: &Value) -> f64 {
+    answer["score"].as_f64().expect("score")
+}

@@ -1,11 +1,4 @@
-//! How far fp16 and int8 weights move GPT-2 from fp32, for the benchmark
-//! report: greedy agreement, logit drift and decoding speed.
-//!
-//! usage: precision-report MODEL_DIR TEXT_FILE [PROMPTS] [TOKENS]
-//!        precision-report translation MODEL_DIR TEXT_FILE [SENTENCES] [TOKENS]
-//!
-//! With `translation`, a Marian model: greedy and beam-4 identical shares
-//! and top-1 agreement per precision (`generation::precision_check`).
+//! GPT-2: greedy agreement, logit drift and decoding speed.
 //!
 //! Prompts are 32-token windows spread over TEXT_FILE. For each reduced
 //! precision it prints, as JSON: the share of prompts whose greedy
@@ -14,16 +7,16 @@
 //! (relative to the logits' spread) along fp32's greedy path, and the
 //! median time of one decoding step at batch size 1.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context;
 use nlp_serve::generation::gpt2::Gpt2Decoder;
 use nlp_serve::generation::linear::Precision;
-use nlp_serve::generation::precision_check::translation_report;
 use rust_bert::pipelines::common::{ModelType, TokenizerOption};
 use serde_json::json;
 use tch::{Device, Tensor};
+
+use crate::{median, weights_file};
 
 const PROMPT_TOKENS: usize = 32;
 
@@ -62,30 +55,15 @@ fn forced_logits(decoder: &Gpt2Decoder, prompt: &[i64], path: &[i64]) -> Vec<Ten
     all
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("translation") {
-        args.next();
-        let usage = "usage: precision-report translation MODEL_DIR TEXT_FILE [SENTENCES] [TOKENS]";
-        let dir = PathBuf::from(args.next().context(usage)?);
-        let text = std::fs::read_to_string(args.next().context(usage)?)?;
-        let sentences: usize = args.next().map_or(Ok(16), |a| a.parse())?;
-        let tokens: usize = args.next().map_or(Ok(40), |a| a.parse())?;
-        let report =
-            translation_report(&dir, &text, sentences, tokens).map_err(anyhow::Error::msg)?;
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    let usage = "usage: precision-report MODEL_DIR TEXT_FILE [PROMPTS] [TOKENS]";
-    let dir = PathBuf::from(args.next().context(usage)?);
-    let text_file = PathBuf::from(args.next().context(usage)?);
-    let prompts: usize = args.next().map_or(Ok(24), |a| a.parse())?;
-    let tokens: usize = args.next().map_or(Ok(32), |a| a.parse())?;
+/// The report as JSON: one entry per precision.
+pub fn report(
+    dir: &Path,
+    text_file: &Path,
+    prompts: Option<usize>,
+    tokens: Option<usize>,
+) -> anyhow::Result<serde_json::Value> {
+    let prompts = prompts.unwrap_or(24);
+    let tokens = tokens.unwrap_or(32);
     let tokenizer = TokenizerOption::from_file(
         ModelType::GPT2,
         &dir.join("vocab.json").to_string_lossy(),
@@ -94,23 +72,18 @@ fn main() -> anyhow::Result<()> {
         None,
         None,
     )?;
-    let text = std::fs::read_to_string(&text_file)?;
+    let text = std::fs::read_to_string(text_file)?;
     let ids = tokenizer.convert_tokens_to_ids(&tokenizer.tokenize(&text));
     anyhow::ensure!(ids.len() > PROMPT_TOKENS * 2, "text too short");
     let stride = (ids.len() - PROMPT_TOKENS) / prompts.max(1);
     let windows: Vec<&[i64]> = (0..prompts)
         .map(|i| &ids[i * stride..i * stride + PROMPT_TOKENS])
         .collect();
-    let weights = ["rust_model.ot", "model.safetensors"]
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|path| path.exists())
-        .context("no weights in the model directory")?;
+    let weights = weights_file(dir)?;
     let load = |precision| {
         Gpt2Decoder::load(&dir.join("config.json"), &weights, precision, Device::Cpu)
             .map_err(anyhow::Error::msg)
     };
-    let _no_grad = tch::no_grad_guard();
     let reference = load(Precision::Fp32)?;
     let reference_runs: Vec<_> = windows
         .iter()
@@ -155,6 +128,5 @@ fn main() -> anyhow::Result<()> {
             "decode_step_ms_p50": median(&mut steps),
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    Ok(serde_json::Value::Array(report))
 }
