@@ -219,8 +219,8 @@ TASK_OF_PATH = {"/complete": "completion", "/qa": "qa", "/translate": "translati
 # nlp-serve's precisions per task: `[<task>] precision` in its configuration.
 # A task joins a precision here as soon as nlp-serve supports it there.
 NLP_SERVE_PRECISIONS = {"fp32": ("completion", "qa", "translation"),
-                        "fp16": ("completion", "translation"),
-                        "int8": ("completion", "translation")}
+                        "fp16": ("completion", "qa", "translation"),
+                        "int8": ("completion", "qa", "translation")}
 
 # The other sides: (name, engine, precision, tasks), each a bench/baseline/server.py process.
 PEERS = (("transformers", "transformers", "float32", ("completion", "qa", "translation")),
@@ -425,12 +425,17 @@ def add_ratios(results):
 
 
 def precision_report(binary, models, smoke):
-    """Greedy agreement and logit drift of fp16/int8 against fp32 (src/bin/precision-report.rs)."""
+    """fp16/int8 against fp32 per task (src/bin/precision-report/): answers identical to fp32's, drift, speed."""
     tool = binary.parent / "precision-report"
-    prompts, tokens = ("4", "8") if smoke else ("24", "32")
-    output = subprocess.run([str(tool), str(models / "distilgpt2"), str(DOCUMENT), prompts, tokens],
-                            capture_output=True, text=True, check=True).stdout
-    return json.loads(output)
+    counts = {"completion": ("distilgpt2", ("4", "8") if smoke else ("24", "32")),
+              "qa": ("distilbert-squad", ("2",) if smoke else ("12",)),
+              "translation": ("opus-mt-en-de", ("2", "8") if smoke else ("8", str(TRANSLATION_NEW_TOKENS)))}
+    report = {}
+    for task, (model, arguments) in counts.items():
+        output = subprocess.run([str(tool), str(models / model), str(DOCUMENT), *arguments],
+                                capture_output=True, text=True, check=True).stdout
+        report[task] = json.loads(output)
+    return report
 
 
 def previous_results(path):
@@ -696,21 +701,26 @@ def change_section(summary):
 
 
 def precision_section(summary):
-    lines = ["## Weight precision against fp32 (distilgpt2 shape)", "",
-             "From `precision-report` (src/bin/precision-report.rs): greedy continuations of 32-token windows "
-             "of the reference document, decoded at batch size 1. The weights are random, so the logits are "
-             "nearly flat and near-ties are far more common than with trained weights: agreement here is a "
-             "lower bound.", "",
-             "| precision | decode step ms (p50) | greedy identical | mean agreeing prefix | top-1 agreement on fp32 path | max logit change (in std) |",
-             "|---|---|---|---|---|---|"]
-    for row in summary["precisions"]:
-        lines.append("| {p} | {ms:.2f} | {same} | {prefix} | {top1} | {drift} |".format(
-            p=row["precision"], ms=row["decode_step_ms_p50"],
-            same=f"{row['greedy_identical_share']:.0%} of {row['prompts']}" if "prompts" in row else "reference",
-            prefix=f"{row['mean_agreeing_prefix_tokens']:.1f} of {row['tokens']}" if "tokens" in row else "",
-            top1=f"{row['top1_agreement_along_fp32_path']:.1%}" if "tokens" in row else "",
-            drift=f"{row['max_logit_difference_in_std']:.4f}" if "tokens" in row else ""))
-    return lines + [""]
+    lines = ["## Weight precision against fp32, per task", "",
+             "From `precision-report` (src/bin/precision-report/) on the benchmark's models: GPT-2 greedy "
+             "continuations of 32-token windows of the reference document, QA answers to questions about its "
+             "paragraphs, Marian greedy and beam-4 translations of its sentences. The weights are random, so "
+             "the logits are nearly flat (or collapse onto a few tokens) and the agreement here says little about "
+             "trained weights: run `precision-report` on your own model before choosing a reduced precision.", ""]
+    for task, rows in summary["precisions"].items():
+        keys = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "precision"]
+        lines += [f"**{task}**", "", "| precision | " + " | ".join(keys) + " |",
+                  "|---|" + "---|" * len(keys)]
+        for row in rows:
+            cells = []
+            for key in keys:
+                value = row.get(key, "")
+                if isinstance(value, float):
+                    value = f"{value:.1%}" if "share" in key or "agreement" in key else f"{value:.3g}"
+                cells.append(str(value))
+            lines.append(f"| {row['precision']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 SIDE_COLOURS = {"transformers": "#dd6b20", "ctranslate2 float32": "#805ad5", "ctranslate2 int8": "#d53f8c",

@@ -197,22 +197,25 @@ fn beam(model: &dyn Seq2SeqLm, sources: &[&[i64]], options: &SearchOptions) -> V
             .iter()
             .flat_map(|search| search.running.iter().map(|&(_, score)| score))
             .collect();
-        let vocab = scores.size()[1];
-        let totals = (scores
-            + Tensor::from_slice(&running)
-                .to_device(logits.device())
-                .unsqueeze(1))
-        .view([searches.len() as i64, width as i64 * vocab]);
-        let totals = Vec::<f32>::try_from(totals.flatten(0, -1)).unwrap_or_default();
-        let span = width * vocab as usize;
+        let vocab = scores.size()[1] as usize;
+        // One copy of the log-probabilities; each beam's running score is
+        // added while scanning (as transformers' `log_probs + beam_scores`).
+        let log_probs = Vec::<f32>::try_from(scores.flatten(0, -1)).unwrap_or_default();
+        let span = width * vocab;
         let (mut top_scores, mut top_indices) = (Vec::new(), Vec::new());
         for index in 0..searches.len() {
-            let row = totals.get(index * span..(index + 1) * span).unwrap_or(&[]);
-            for (score, flat) in top_k(row, 2 * width) {
+            let rows = log_probs
+                .get(index * span..(index + 1) * span)
+                .unwrap_or(&[]);
+            let offsets = running
+                .get(index * width..(index + 1) * width)
+                .unwrap_or(&[]);
+            for (score, flat) in top_k(rows, vocab, offsets, 2 * width) {
                 top_scores.push(score);
                 top_indices.push(flat as i64);
             }
         }
+        let vocab = vocab as i64;
         // The rows the next step continues from, in the new beam order.
         let mut next_rows: Vec<i64> = Vec::new();
         for (index, search) in searches.iter_mut().enumerate() {
@@ -309,18 +312,30 @@ fn beam(model: &dyn Seq2SeqLm, sources: &[&[i64]], options: &SearchOptions) -> V
     outputs
 }
 
-/// The `k` largest values of `values` with their indices, largest first
-/// (an earlier index first among equals). One pass: cheaper than a sort or
-/// libtorch's topk over a beam's `num_beams * vocab` scores.
-fn top_k(values: &[f32], k: usize) -> Vec<(f32, usize)> {
+/// The `k` largest of `values[i] + offsets[i / width]` with their indices,
+/// largest first (an earlier index first among equals). One pass, cheaper
+/// than libtorch's topk over a beam's `num_beams * vocab` scores.
+fn top_k(values: &[f32], width: usize, offsets: &[f32], k: usize) -> Vec<(f32, usize)> {
     let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-    for (index, &value) in values.iter().enumerate() {
-        if best.len() == k && best.last().is_none_or(|&(worst, _)| value <= worst) {
-            continue;
+    if k == 0 {
+        return best;
+    }
+    let mut threshold = f32::NEG_INFINITY;
+    for (row, (chunk, &offset)) in values.chunks(width.max(1)).zip(offsets).enumerate() {
+        for (column, &value) in chunk.iter().enumerate() {
+            let total = value + offset;
+            // -inf (a banned token) never enters, as in transformers only
+            // when nothing else is left; there always is.
+            if total <= threshold && best.len() == k {
+                continue;
+            }
+            let at = best.partition_point(|&(kept, _)| kept >= total);
+            best.insert(at, (total, row * width + column));
+            best.truncate(k);
+            if best.len() == k {
+                threshold = best[k - 1].0;
+            }
         }
-        let at = best.partition_point(|&(kept, _)| kept >= value);
-        best.insert(at, (value, index));
-        best.truncate(k);
     }
     best
 }
@@ -331,9 +346,15 @@ mod tests {
 
     #[test]
     fn top_k_takes_the_largest_first_and_the_earliest_among_equals() {
-        let values = [0.5, f32::NEG_INFINITY, 2.0, 0.5, -1.0, 2.0, 3.0];
-        assert_eq!(top_k(&values, 4), [(3.0, 6), (2.0, 2), (2.0, 5), (0.5, 0)]);
-        assert_eq!(top_k(&values, 10).len(), values.len());
-        assert!(top_k(&values, 0).is_empty());
+        let values = [0.5, f32::NEG_INFINITY, 2.0, 0.5, -1.0, 2.0, 3.0, 0.0];
+        // Two rows of four: the second row's values gain 1.0.
+        let offsets = [0.0, 1.0];
+        assert_eq!(
+            top_k(&values, 4, &offsets, 4),
+            [(4.0, 6), (3.0, 5), (2.0, 2), (1.0, 7)]
+        );
+        assert_eq!(top_k(&values, 4, &offsets, 10).len(), values.len());
+        assert!(top_k(&values, 4, &offsets, 0).is_empty());
+        assert_eq!(top_k(&[1.0, 1.0], 2, &[0.0], 1), [(1.0, 0)]);
     }
 }
