@@ -1,6 +1,7 @@
 //! The three models behind the API: completion (our GPT-2 passes, served by
-//! `generation::scheduler`), and question answering and translation
-//! (rust-bert pipelines, each a `Predictor` served by `engine::batching`).
+//! `generation::scheduler`), question answering (our DistilBERT pass over
+//! windows of ids) and translation (rust-bert's pipeline), each of the last
+//! two a `Predictor` served by `engine::batching`.
 //! Requests arrive here validated; no HTTP types appear.
 
 pub mod completion;
