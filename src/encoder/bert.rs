@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    activation, embed, fused_qkv, linear, self_attention, visible_keys, LayerNorm,
+    activation, embed, fused_qkv, linear, project, self_attention, visible_keys, LayerNorm,
 };
 use super::weights::{read_config, Weights};
 use super::{PaddedWindows, SpanEncoder};
@@ -145,14 +145,14 @@ impl BertQa {
     }
 
     fn layer(&self, layer: &Layer, hidden: &Tensor, visible: &Tensor) -> Tensor {
-        let attended = self_attention(&layer.qkv.forward(hidden), self.heads, visible);
+        let attended = self_attention(&project(&layer.qkv, hidden), self.heads, visible);
         let attended = layer
             .attention_norm
-            .forward(&(layer.attention_output.forward(&attended) + hidden));
-        let inner = (self.activation)(&layer.intermediate.forward(&attended));
+            .forward(&(project(&layer.attention_output, &attended) + hidden));
+        let inner = (self.activation)(&project(&layer.intermediate, &attended));
         layer
             .output_norm
-            .forward(&(layer.output.forward(&inner) + &attended))
+            .forward(&(project(&layer.output, &inner) + &attended))
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    activation, embed, fused_qkv, linear, self_attention, visible_keys, LayerNorm,
+    activation, embed, fused_qkv, linear, project, self_attention, visible_keys, LayerNorm,
 };
 use super::weights::{read_config, Weights};
 use super::{PaddedWindows, SpanEncoder};
@@ -142,14 +142,14 @@ impl DistilBertQa {
     }
 
     fn layer(&self, layer: &Layer, hidden: &Tensor, visible: &Tensor) -> Tensor {
-        let attended = self_attention(&layer.qkv.forward(hidden), self.heads, visible);
+        let attended = self_attention(&project(&layer.qkv, hidden), self.heads, visible);
         let attended = layer
             .sa_layer_norm
-            .forward(&(layer.out_lin.forward(&attended) + hidden));
-        let inner = (self.activation)(&layer.lin1.forward(&attended));
+            .forward(&(project(&layer.out_lin, &attended) + hidden));
+        let inner = (self.activation)(&project(&layer.lin1, &attended));
         layer
             .output_layer_norm
-            .forward(&(layer.lin2.forward(&inner) + &attended))
+            .forward(&(project(&layer.lin2, &inner) + &attended))
     }
 }
 

@@ -68,6 +68,49 @@ pub fn fused_qkv(
     ))
 }
 
+/// Fewer rows than this run in one call: splitting would not pay for the threads.
+const MIN_ROWS_PER_THREAD: i64 = 32;
+
+/// `linear` over every row of `input` ([..., in] -> [..., out]). libtorch's
+/// fbgemm fp16/int8 kernels run on the calling thread only, which suits a
+/// decoding step's few rows; a window has hundreds, so at fp16/int8 they are
+/// split between as many threads as libtorch's intra-op pool has (fp32
+/// matrix products are threaded by libtorch itself). int8 then quantises the
+/// activations of each share with its own scale.
+pub fn project(linear: &Linear, input: &Tensor) -> Tensor {
+    let threads = i64::from(tch::get_num_threads().max(1));
+    let size = input.size();
+    let width = size.last().copied().unwrap_or(0);
+    let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
+    let shares = threads.min(rows / MIN_ROWS_PER_THREAD);
+    if matches!(linear, Linear::Fp32 { .. }) || shares < 2 {
+        return linear.forward(input);
+    }
+    let chunks = input.reshape([rows, width]).chunk(shares, 0);
+    let outputs: Vec<Tensor> = std::thread::scope(|scope| {
+        let running: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let layer = linear.shallow_clone();
+                scope.spawn(move || layer.forward(&chunk))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|share| {
+                share
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut shape = size;
+    if let Some(last) = shape.last_mut() {
+        *last = -1;
+    }
+    Tensor::cat(&outputs, 0).view(shape.as_slice())
+}
+
 /// Rows of a [vocab, dim] table for [batch, tokens] ids.
 pub fn embed(table: &Tensor, ids: &Tensor) -> Tensor {
     let size = ids.size();
@@ -114,4 +157,42 @@ pub fn self_attention(qkv: &Tensor, heads: i64, visible: &Tensor) -> Tensor {
         .transpose(1, 2)
         .contiguous()
         .view([batch, tokens, width])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generation::linear::fbgemm_available;
+    use tch::{Device, Kind};
+
+    /// Split between threads, an int8 layer gives what one call gives, up to
+    /// the per-share activation scales.
+    #[test]
+    fn rows_split_between_threads_match_one_call() {
+        if !fbgemm_available() {
+            return;
+        }
+        tch::manual_seed(3);
+        let input = Tensor::randn([2, 96, 64], (Kind::Float, Device::Cpu));
+        let weight = Tensor::randn([48, 64], (Kind::Float, Device::Cpu)) * 0.1;
+        let bias = Tensor::randn([48], (Kind::Float, Device::Cpu));
+        let exact = input.linear(&weight, Some(&bias));
+        let previous = tch::get_num_threads();
+        tch::set_num_threads(2);
+        let layer = Linear::new(&weight, Some(&bias), Precision::Int8);
+        let split = project(&layer, &input);
+        tch::set_num_threads(previous);
+        assert_eq!(split.size(), [2, 96, 48]);
+        let error = (&split - &exact).abs().max().double_value(&[]);
+        let scale = exact.abs().max().double_value(&[]);
+        assert!(error / scale < 3e-2, "{error} of {scale}");
+        // Row order survives the split: each row stays with its own output.
+        let rows = exact.view([-1, 48]).argmax(1, false);
+        let split_rows = split.view([-1, 48]).argmax(1, false);
+        let agree = rows
+            .eq_tensor(&split_rows)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float);
+        assert!(agree.double_value(&[]) > 0.9);
+    }
 }
