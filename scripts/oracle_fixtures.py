@@ -10,7 +10,8 @@ causal masks or Marian's sinusoidal tables are not in the file), and
   shorter than the prompts), gptj (rotary embeddings, parallel attention and
   MLP): greedy continuations (`generate`, do_sample=False) of several prompts;
 - marian: greedy and beam-4 translations (`generate`);
-- distilbert: the question-answering pipeline's top answers with offsets.
+- distilbert, bert: the question-answering pipeline's top answers with offsets
+  (short contexts, accents and CJK, and a context of several windows).
 
 Each fixture carries the smallest gap between the best and second-best logit
 along its greedy path, so a test knows how much numerical drift it tolerates.
@@ -30,6 +31,8 @@ import torch
 import transformers
 from transformers import (
     AutoTokenizer,
+    BertConfig,
+    BertForQuestionAnswering,
     DistilBertConfig,
     DistilBertForQuestionAnswering,
     GPT2Config,
@@ -75,6 +78,12 @@ QUESTIONS = [
     ("When was the perceptron invented?",
      "The perceptron was invented in 1958 by Frank Rosenblatt. It is a single-layer linear classifier. "
      "Later work stacked many such units into deep networks."),
+    ("Where is the tower?",
+     "Café au lait, naïve résumé. Grüße aus München! The 東京 tower is tall; it's 333 m high — really."),
+    # Several windows of 384 tokens, overlapping by 128.
+    ("Who built the perceptron?",
+     (pathlib.Path(__file__).resolve().parent.parent / "resources/documents/machine-learning.md")
+     .read_text(encoding="utf-8")[:6000]),
 ]
 
 
@@ -150,13 +159,23 @@ def marian(tokenizers, out, name="marian", eos_bias=0.0):
 
 
 def distilbert(tokenizers, out):
+    return question_answering(tokenizers, out, "distilbert", DistilBertForQuestionAnswering, DistilBertConfig(
+        dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=512,
+        initializer_range=INIT_RANGE, pad_token_id=0))
+
+
+def bert(tokenizers, out):
+    return question_answering(tokenizers, out, "bert", BertForQuestionAnswering, BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=512, initializer_range=INIT_RANGE, pad_token_id=0))
+
+
+def question_answering(tokenizers, out, name, model_class, config):
     torch.manual_seed(SEED)
-    directory = out / "distilbert"
+    directory = out / name
     copy_tokenizer(tokenizers / "distilbert-qa", directory, ("vocab.txt", "tokenizer_config.json"))
-    vocab_size = len((directory / "vocab.txt").read_text(encoding="utf-8").splitlines())
-    config = DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                              max_position_embeddings=512, initializer_range=INIT_RANGE, pad_token_id=0)
-    model = DistilBertForQuestionAnswering(config).eval()
+    config.vocab_size = len((directory / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    model = model_class(config).eval()
     model.save_pretrained(directory, safe_serialization=True)
     reader = pipeline("question-answering", model=str(directory), device="cpu")
     cases = []
@@ -165,7 +184,7 @@ def distilbert(tokenizers, out):
         cases.append({"question": question, "context": context,
                       "answers": [{"text": a["answer"], "start": a["start"], "end": a["end"], "score": a["score"]}
                                   for a in answers]})
-    return {"directory": "distilbert", "model_type": "distilbert", "qa": cases}
+    return {"directory": name, "model_type": name, "qa": cases}
 
 
 def main() -> None:
@@ -189,6 +208,7 @@ def main() -> None:
         marian(args.tokenizers, args.out),
         marian(args.tokenizers, args.out, name="marian_eos", eos_bias=MARIAN_EOS_BIAS),
         distilbert(args.tokenizers, args.out),
+        bert(args.tokenizers, args.out),
     ]
     fixtures = {"transformers": transformers.__version__, "torch": torch.__version__, "seed": SEED,
                 "initializer_range": INIT_RANGE, "models": models}

@@ -1,8 +1,10 @@
 //! nlp-serve: language models as a web API.
 //!
 //! A request flows one way: `routes` (HTTP) -> `validation` -> `engine`
-//! (bounded queue, worker thread) -> `predictors` (rust-bert on libtorch) ->
-//! back. `api` holds the wire types and the OpenAPI document; `error` maps
+//! (tokenizer pool, bounded queue, worker thread) -> `predictors` (our own
+//! forward passes in `generation` and `encoder`, rust-bert's Marian, on
+//! libtorch) -> back; `qa` turns QA requests into windows and logits into
+//! answers. `api` holds the wire types and the OpenAPI document; `error` maps
 //! every failure to HTTP in one place.
 
 pub mod access;

@@ -26,7 +26,9 @@ pub struct QaRequest {
 pub struct Answer {
     /// The answer text: exactly the context's characters from `start` to `end`.
     pub text: String,
-    /// The model's confidence, 0 to 1.
+    /// The model's probability of this span (start × end, as transformers'
+    /// pipeline scores it); an answer found again in an overlapping window
+    /// of a long context adds that window's score, so it can exceed 1.
     pub score: f64,
     /// Offset of the first character of the answer in the context, in Unicode code points.
     pub start: usize,

@@ -8,7 +8,10 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::weights::Weights;
+use super::layers::{
+    activation, embed, fused_qkv, linear, project, self_attention, visible_keys, LayerNorm,
+};
+use super::weights::{read_config, Weights};
 use super::{PaddedWindows, SpanEncoder};
 use crate::generation::linear::{Linear, Precision};
 
@@ -43,58 +46,9 @@ impl Default for DistilBertConfig {
     }
 }
 
-impl DistilBertConfig {
-    pub fn read(path: &Path) -> Result<DistilBertConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        let config: DistilBertConfig = serde_json::from_str(&text)
-            .map_err(|error| format!("{} is not a DistilBERT config: {error}", path.display()))?;
-        if config.n_heads <= 0 || config.dim % config.n_heads != 0 {
-            return Err(format!(
-                "{}: dim {} is not a multiple of n_heads {}",
-                path.display(),
-                config.dim,
-                config.n_heads
-            ));
-        }
-        Ok(config)
-    }
-}
-
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl LayerNorm {
-    fn load(weights: &Weights, prefix: &str) -> Result<LayerNorm, String> {
-        Ok(LayerNorm {
-            weight: weights.get(&format!("{prefix}.weight"))?,
-            bias: weights.get(&format!("{prefix}.bias"))?,
-        })
-    }
-
-    fn forward(&self, input: &Tensor) -> Tensor {
-        let width = self.weight.size()[0];
-        input.layer_norm(
-            [width],
-            Some(&self.weight),
-            Some(&self.bias),
-            LAYER_NORM_EPS,
-            false,
-        )
-    }
-}
-
-fn linear(weights: &Weights, prefix: &str, precision: Precision) -> Result<Linear, String> {
-    let weight = weights.get(&format!("{prefix}.weight"))?;
-    let bias = weights.get(&format!("{prefix}.bias"))?;
-    Ok(Linear::new(&weight, Some(&bias), precision))
-}
-
 /// One transformer block: post-norm self-attention, then the feed-forward net.
 struct Layer {
-    /// q_lin, k_lin and v_lin as one projection (one read of the input).
+    /// q_lin, k_lin and v_lin as one projection.
     qkv: Linear,
     out_lin: Linear,
     sa_layer_norm: LayerNorm,
@@ -106,30 +60,29 @@ struct Layer {
 impl Layer {
     fn load(weights: &Weights, prefix: &str, precision: Precision) -> Result<Layer, String> {
         let attention = format!("{prefix}.attention");
-        let part = |name: &str, kind: &str| weights.get(&format!("{attention}.{name}.{kind}"));
-        let qkv_weight = Tensor::cat(
-            &[
-                part("q_lin", "weight")?,
-                part("k_lin", "weight")?,
-                part("v_lin", "weight")?,
-            ],
-            0,
-        );
-        let qkv_bias = Tensor::cat(
-            &[
-                part("q_lin", "bias")?,
-                part("k_lin", "bias")?,
-                part("v_lin", "bias")?,
-            ],
-            0,
-        );
         Ok(Layer {
-            qkv: Linear::new(&qkv_weight, Some(&qkv_bias), precision),
+            qkv: fused_qkv(
+                weights,
+                [
+                    &format!("{attention}.q_lin"),
+                    &format!("{attention}.k_lin"),
+                    &format!("{attention}.v_lin"),
+                ],
+                precision,
+            )?,
             out_lin: linear(weights, &format!("{attention}.out_lin"), precision)?,
-            sa_layer_norm: LayerNorm::load(weights, &format!("{prefix}.sa_layer_norm"))?,
+            sa_layer_norm: LayerNorm::load(
+                weights,
+                &format!("{prefix}.sa_layer_norm"),
+                LAYER_NORM_EPS,
+            )?,
             lin1: linear(weights, &format!("{prefix}.ffn.lin1"), precision)?,
             lin2: linear(weights, &format!("{prefix}.ffn.lin2"), precision)?,
-            output_layer_norm: LayerNorm::load(weights, &format!("{prefix}.output_layer_norm"))?,
+            output_layer_norm: LayerNorm::load(
+                weights,
+                &format!("{prefix}.output_layer_norm"),
+                LAYER_NORM_EPS,
+            )?,
         })
     }
 }
@@ -143,7 +96,6 @@ pub struct DistilBertQa {
     qa_outputs: Linear,
     activation: fn(&Tensor) -> Tensor,
     heads: i64,
-    head_dim: i64,
     pad_id: i64,
     device: Device,
 }
@@ -155,13 +107,13 @@ impl DistilBertQa {
         precision: Precision,
         device: Device,
     ) -> Result<DistilBertQa, String> {
-        let config = DistilBertConfig::read(config_path)?;
-        let activation: fn(&Tensor) -> Tensor = match config.activation.as_str() {
-            "gelu" => |x| x.gelu("none"),
-            "gelu_new" | "gelu_pytorch_tanh" => |x| x.gelu("tanh"),
-            "relu" => Tensor::relu,
-            other => return Err(format!("unsupported DistilBERT activation {other}")),
-        };
+        let config: DistilBertConfig = read_config(config_path)?;
+        if config.n_heads <= 0 || config.dim % config.n_heads != 0 {
+            return Err(format!(
+                "dim {} is not a multiple of n_heads {}",
+                config.dim, config.n_heads
+            ));
+        }
         let weights = Weights::read(weights_path, device)?;
         let layers = (0..config.n_layers)
             .map(|index| {
@@ -175,48 +127,29 @@ impl DistilBertQa {
         Ok(DistilBertQa {
             word_embeddings: weights.get("distilbert.embeddings.word_embeddings.weight")?,
             position_embeddings: weights.get("distilbert.embeddings.position_embeddings.weight")?,
-            embeddings_norm: LayerNorm::load(&weights, "distilbert.embeddings.LayerNorm")?,
+            embeddings_norm: LayerNorm::load(
+                &weights,
+                "distilbert.embeddings.LayerNorm",
+                LAYER_NORM_EPS,
+            )?,
             layers,
             qa_outputs: linear(&weights, "qa_outputs", Precision::Fp32)?,
-            activation,
+            activation: activation(&config.activation)?,
             heads: config.n_heads,
-            head_dim: config.dim / config.n_heads,
             pad_id: config.pad_token_id,
             device: weights.device(),
         })
     }
 
-    /// [batch, tokens, dim] -> [batch, heads, tokens, head_dim]
-    fn split_heads(&self, x: &Tensor) -> Tensor {
-        let size = x.size();
-        x.view([size[0], size[1], self.heads, self.head_dim])
-            .transpose(1, 2)
-    }
-
     fn layer(&self, layer: &Layer, hidden: &Tensor, visible: &Tensor) -> Tensor {
-        let qkv = layer.qkv.forward(hidden);
-        let parts = qkv.split(self.heads * self.head_dim, 2);
-        let attended = Tensor::scaled_dot_product_attention(
-            &self.split_heads(&parts[0]),
-            &self.split_heads(&parts[1]),
-            &self.split_heads(&parts[2]),
-            Some(visible),
-            0.0,
-            false,
-            None,
-        );
-        let size = hidden.size();
-        let merged = attended
-            .transpose(1, 2)
-            .contiguous()
-            .view([size[0], size[1], -1]);
+        let attended = self_attention(&project(&layer.qkv, hidden), self.heads, visible);
         let attended = layer
             .sa_layer_norm
-            .forward(&(layer.out_lin.forward(&merged) + hidden));
-        let inner = (self.activation)(&layer.lin1.forward(&attended));
+            .forward(&(project(&layer.out_lin, &attended) + hidden));
+        let inner = (self.activation)(&project(&layer.lin1, &attended));
         layer
             .output_layer_norm
-            .forward(&(layer.lin2.forward(&inner) + &attended))
+            .forward(&(project(&layer.lin2, &inner) + &attended))
     }
 }
 
@@ -230,14 +163,11 @@ impl SpanEncoder for DistilBertQa {
                 .index_select(0, &positions)
                 .unsqueeze(0);
         let mut hidden = self.embeddings_norm.forward(&embedded);
-        // [windows, 1, 1, keys]: a query sees every real token of its window.
-        let visible = windows.attention_mask.ne(0).unsqueeze(1).unsqueeze(1);
+        let visible = visible_keys(&windows.attention_mask);
         for layer in &self.layers {
             hidden = self.layer(layer, &hidden, &visible);
         }
-        let logits = self.qa_outputs.forward(&hidden);
-        let parts = logits.split(1, 2);
-        (parts[0].squeeze_dim(2), parts[1].squeeze_dim(2))
+        super::split_span_logits(&self.qa_outputs.forward(&hidden))
     }
 
     fn pad_id(&self) -> i64 {
@@ -247,12 +177,4 @@ impl SpanEncoder for DistilBertQa {
     fn device(&self) -> Device {
         self.device
     }
-}
-
-/// Rows of a [vocab, dim] table for [batch, tokens] ids.
-fn embed(table: &Tensor, ids: &Tensor) -> Tensor {
-    let size = ids.size();
-    table
-        .index_select(0, &ids.view([-1]))
-        .view([size[0], size[1], -1])
 }

@@ -2,9 +2,11 @@
 //! `SpanEncoder` trait the QA model thread runs, how windows of many requests
 //! are grouped by length and padded only to the longest of their group, and
 //! reading a checkpoint's tensors by name. Each architecture is its own file
-//! (`distilbert`).
+//! (`distilbert`, `bert`), built from the blocks in `layers`.
 
+pub mod bert;
 pub mod distilbert;
+pub mod layers;
 pub mod weights;
 
 use tch::{Device, Kind, Tensor};
@@ -54,6 +56,13 @@ pub trait SpanEncoder {
     /// The id padding fills windows with.
     fn pad_id(&self) -> i64;
     fn device(&self) -> Device;
+}
+
+/// A span head's [windows, tokens, 2] output as start and end logits,
+/// each [windows, tokens].
+pub fn split_span_logits(logits: &Tensor) -> (Tensor, Tensor) {
+    let parts = logits.split(1, 2);
+    (parts[0].squeeze_dim(2), parts[1].squeeze_dim(2))
 }
 
 /// One window's logits, without padding.

@@ -104,6 +104,37 @@ impl Linear {
         }
     }
 
+    /// The same layer sharing this one's storage (for another thread: a
+    /// tensor may move between threads but not be shared by them).
+    pub fn shallow_clone(&self) -> Linear {
+        let clone = |tensor: &Tensor| tensor.shallow_clone();
+        match self {
+            Linear::Fp32 { weight, bias } => Linear::Fp32 {
+                weight: clone(weight),
+                bias: bias.as_ref().map(clone),
+            },
+            Linear::Fp16 { packed, bias } => Linear::Fp16 {
+                packed: clone(packed),
+                bias: clone(bias),
+            },
+            Linear::Int8 {
+                weight,
+                packed,
+                col_offsets,
+                row_scales,
+                zero_bias,
+                bias,
+            } => Linear::Int8 {
+                weight: clone(weight),
+                packed: clone(packed),
+                col_offsets: clone(col_offsets),
+                row_scales: clone(row_scales),
+                zero_bias: clone(zero_bias),
+                bias: bias.as_ref().map(clone),
+            },
+        }
+    }
+
     pub fn forward(&self, input: &Tensor) -> Tensor {
         match self {
             Linear::Fp32 { weight, bias } => input.linear(weight, bias.as_ref()),

@@ -1,7 +1,7 @@
-//! Extractive question answering with a DistilBERT model fine-tuned on
-//! SQuAD: its files, and the model thread's `Predictor`, which sees only
+//! Extractive question answering with a DistilBERT or BERT model fine-tuned
+//! on SQuAD: its files, and the model thread's `Predictor`, which sees only
 //! windows of token ids and returns their start/end logits. Tokenizing and
-//! span selection live in `qa`; the network in `encoder::distilbert`.
+//! span selection live in `qa`; the networks in `encoder`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -9,6 +9,7 @@ use tch::Device;
 
 use super::{model_error, read_json, FAULT_INPUT};
 use crate::configuration::QaSettings;
+use crate::encoder::bert::BertQa;
 use crate::encoder::distilbert::DistilBertQa;
 use crate::encoder::{run_windows, SpanEncoder, WindowLogits};
 use crate::engine::tokenizer_pool::TokenizerPool;
@@ -80,12 +81,6 @@ impl Predictor for QaPredictor {
             .as_str()
             .unwrap_or("distilbert")
             .to_string();
-        if model_type != "distilbert" {
-            return Err(model_error(
-                &files.source,
-                format!("question answering runs DistilBERT models; this one is {model_type}"),
-            ));
-        }
         check_precision(settings.precision, config.device, &files.source)?;
         // An explicit do_lower_case in the model's tokenizer_config.json wins.
         let lower_case = match files.get("tokenizer_config.json") {
@@ -106,17 +101,22 @@ impl Predictor for QaPredictor {
             config.fault_injection,
         )
         .map_err(|e| model_error(&files.source, e))?;
-        let encoder = DistilBertQa::load(
-            config_path,
-            files.require("rust_model.ot")?,
-            settings.precision,
-            config.device,
-        )
+        let weights = files.require("rust_model.ot")?;
+        let (precision, device) = (settings.precision, config.device);
+        let encoder: Box<dyn SpanEncoder> = match model_type.as_str() {
+            "distilbert" => DistilBertQa::load(config_path, weights, precision, device)
+                .map(|model| Box::new(model) as Box<dyn SpanEncoder>),
+            "bert" => BertQa::load(config_path, weights, precision, device)
+                .map(|model| Box::new(model) as Box<dyn SpanEncoder>),
+            other => Err(format!(
+                "question answering runs DistilBERT and BERT models; this one is {other}"
+            )),
+        }
         .map_err(|e| model_error(&files.source, e))?;
         // The tokenizer does not change when a model is reloaded.
         let _ = config.tokenizer.set(Arc::new(tokenizer));
         Ok(QaPredictor {
-            encoder: Box::new(encoder),
+            encoder,
             window_batch_size: settings.window_batch_size.max(1),
         })
     }

@@ -220,6 +220,76 @@ mod tests {
         assert_eq!(chunks(11, 2, 2), None);
     }
 
+    fn tokenizer(max_seq_length: usize) -> QaTokenizer {
+        let vocab = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/tiny/distilbert-qa/vocab.txt"
+        );
+        let limits = WindowLimits {
+            max_seq_length,
+            doc_stride: 4,
+            max_question_tokens: 3,
+        };
+        QaTokenizer::from_vocab(Path::new(vocab), true, limits, false).expect("tiny vocabulary")
+    }
+
+    fn job(question: &str, context: &str) -> QaJob {
+        QaJob {
+            question: question.into(),
+            context: context.into(),
+            top_k: 1,
+        }
+    }
+
+    /// The ids and offsets transformers' fast tokenizer gives for the same
+    /// input (max_length=16, stride=4, truncation="only_second").
+    #[test]
+    fn windows_are_the_fast_tokenizers_overflowing_encodings() {
+        let context = "one two three four five six seven eight nine ten eleven twelve \
+                       thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenties";
+        let encoded = tokenizer(16)
+            .encode(&job("who?", context))
+            .expect("encodes");
+        let ids: Vec<&[i64]> = encoded.job.windows.iter().map(|w| &w.ids[..]).collect();
+        assert_eq!(
+            ids,
+            [
+                &[
+                    101, 2040, 1029, 102, 2028, 2048, 2093, 2176, 2274, 2416, 2698, 2809, 3157,
+                    2702, 5408, 102
+                ][..],
+                &[
+                    101, 2040, 1029, 102, 2809, 3157, 2702, 5408, 4376, 7093, 7426, 5417, 7032,
+                    9171, 7763, 102
+                ],
+                &[101, 2040, 1029, 102, 5417, 7032, 9171, 7763, 11977, 18946, 102],
+            ]
+        );
+        assert_eq!(encoded.layout.context_start, 4);
+        assert_eq!(encoded.layout.chunks, [0..11, 7..18, 14..20]);
+        assert_eq!(encoded.layout.words[7], 34..39);
+        assert_eq!(encoded.layout.words[19], 125..133);
+    }
+
+    #[test]
+    fn limits_that_need_tokens_name_their_field() {
+        let error = tokenizer(16)
+            .encode(&job("who are you?", "Me."))
+            .expect_err("4 question tokens");
+        assert!(matches!(error, PredictError::Invalid { ref field, .. } if field == "question"));
+        let error = tokenizer(16)
+            .encode(&job("who?", "\u{7}"))
+            .expect_err("no context tokens");
+        assert!(matches!(error, PredictError::Invalid { ref field, .. } if field == "context"));
+        // 3 question tokens leave 16 - 6 = 10 context tokens a window: more than the stride.
+        assert!(tokenizer(16).encode(&job("who are?", "Me.")).is_ok());
+        // In 10 tokens, 3 question tokens leave 4: no more than the stride.
+        let error = tokenizer(10)
+            .encode(&job("who are?", &"word ".repeat(20)))
+            .expect_err("no room");
+        assert!(matches!(error, PredictError::Invalid { ref field, .. } if field == "question"));
+    }
+
     #[test]
     fn continuations_share_their_words_characters() {
         let offset = |begin, end| Some(rust_tokenizers::Offset { begin, end });

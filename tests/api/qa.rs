@@ -21,7 +21,7 @@ fn assert_offsets_match(context: &str, answers: &Value) {
             slice(context, start, end)
         );
         let score = answer["score"].as_f64().expect("score");
-        assert!((0.0..=1.0).contains(&score), "{answer}");
+        assert!(score > 0.0 && score.is_finite(), "{answer}");
     }
 }
 

@@ -1,8 +1,9 @@
-//! Oracle tests: question answering. The server loads the DistilBERT QA
-//! checkpoint transformers saved (model.safetensors, config.json as
+//! Oracle tests: question answering. The server loads the DistilBERT and
+//! BERT QA checkpoints transformers saved (model.safetensors, config.json as
 //! transformers writes it) and must answer as transformers'
 //! `question-answering` pipeline did with `top_k=3`: the same texts and
-//! character offsets in the same order, scores within 1e-4.
+//! character offsets in the same order, scores within 1e-4. The cases include
+//! accents and CJK, and a context of several windows.
 
 use nlp_serve::generation::linear::{fbgemm_available, Precision};
 use serde_json::{json, Value};
@@ -10,24 +11,34 @@ use serde_json::{json, Value};
 use crate::fixtures;
 use crate::helpers::{spawn_app, tiny_settings, TestApp};
 
-fn qa_app(precision: Precision) -> TestApp {
+fn qa_app(checkpoint: &str, precision: Precision) -> TestApp {
     let mut settings = tiny_settings();
     settings.qa.precision = precision;
     settings.completion.model.enabled = false;
     settings.translation.model.enabled = false;
-    settings.qa.model.source = fixtures::checkpoint("distilbert");
+    settings.qa.model.source = fixtures::checkpoint(checkpoint);
     let app = spawn_app(settings);
     app.wait_ready();
     app
 }
 
 #[test]
-fn answers_are_the_pipelines_at_fp32() {
-    let app = qa_app(Precision::Fp32);
-    let cases = fixtures::model("distilbert")["qa"]
+fn distilbert_answers_are_the_pipelines_at_fp32() {
+    assert_pipeline_answers("distilbert");
+}
+
+#[test]
+fn bert_answers_are_the_pipelines_at_fp32() {
+    assert_pipeline_answers("bert");
+}
+
+fn assert_pipeline_answers(checkpoint: &str) {
+    // Before the server: a missing fixture fails at once, by name.
+    let cases = fixtures::model(checkpoint)["qa"]
         .as_array()
         .expect("qa cases");
     assert!(!cases.is_empty());
+    let app = qa_app(checkpoint, Precision::Fp32);
     for case in cases {
         let (status, body) = app.post(
             "/qa",
@@ -63,7 +74,7 @@ fn reduced_precisions_serve_the_checkpoint() {
         return;
     }
     for precision in [Precision::Fp16, Precision::Int8] {
-        let app = qa_app(precision);
+        let app = qa_app("distilbert", precision);
         for case in fixtures::model("distilbert")["qa"]
             .as_array()
             .expect("qa cases")

@@ -1,0 +1,198 @@
+//! Building blocks the encoder architectures share: layer norm, linear
+//! layers loaded by name at a precision, embedding lookup, activations and
+//! bidirectional self-attention over padded windows.
+
+use tch::Tensor;
+
+use super::weights::Weights;
+use crate::generation::linear::{Linear, Precision};
+
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// `{prefix}.weight` and `{prefix}.bias` (or the `gamma`/`beta` of older
+    /// BERT checkpoints).
+    pub fn load(weights: &Weights, prefix: &str, eps: f64) -> Result<LayerNorm, String> {
+        let get = |name: &str, old_name: &str| {
+            weights
+                .get(&format!("{prefix}.{name}"))
+                .or_else(|_| weights.get(&format!("{prefix}.{old_name}")))
+        };
+        Ok(LayerNorm {
+            weight: get("weight", "gamma")?,
+            bias: get("bias", "beta")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, input: &Tensor) -> Tensor {
+        let width = self.weight.size()[0];
+        input.layer_norm(
+            [width],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            false,
+        )
+    }
+}
+
+/// `{prefix}.weight` and `{prefix}.bias` as a `Linear` at `precision`.
+pub fn linear(weights: &Weights, prefix: &str, precision: Precision) -> Result<Linear, String> {
+    let weight = weights.get(&format!("{prefix}.weight"))?;
+    let bias = weights.get(&format!("{prefix}.bias"))?;
+    Ok(Linear::new(&weight, Some(&bias), precision))
+}
+
+/// Query, key and value projections fused into one `Linear` (one read of
+/// the input), from three layers named `{prefix}.{name}` for each name.
+pub fn fused_qkv(
+    weights: &Weights,
+    prefixes: [&str; 3],
+    precision: Precision,
+) -> Result<Linear, String> {
+    let mut matrices = Vec::with_capacity(3);
+    let mut biases = Vec::with_capacity(3);
+    for prefix in prefixes {
+        matrices.push(weights.get(&format!("{prefix}.weight"))?);
+        biases.push(weights.get(&format!("{prefix}.bias"))?);
+    }
+    Ok(Linear::new(
+        &Tensor::cat(&matrices, 0),
+        Some(&Tensor::cat(&biases, 0)),
+        precision,
+    ))
+}
+
+/// Fewer rows than this run in one call: splitting would not pay for the threads.
+const MIN_ROWS_PER_THREAD: i64 = 32;
+
+/// `linear` over every row of `input` ([..., in] -> [..., out]). libtorch's
+/// fbgemm fp16/int8 kernels run on the calling thread only, which suits a
+/// decoding step's few rows; a window has hundreds, so at fp16/int8 they are
+/// split between as many threads as libtorch's intra-op pool has (fp32
+/// matrix products are threaded by libtorch itself). int8 then quantises the
+/// activations of each share with its own scale.
+pub fn project(linear: &Linear, input: &Tensor) -> Tensor {
+    let threads = i64::from(tch::get_num_threads().max(1));
+    let size = input.size();
+    let width = size.last().copied().unwrap_or(0);
+    let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
+    let shares = threads.min(rows / MIN_ROWS_PER_THREAD);
+    if matches!(linear, Linear::Fp32 { .. }) || shares < 2 {
+        return linear.forward(input);
+    }
+    let chunks = input.reshape([rows, width]).chunk(shares, 0);
+    let outputs: Vec<Tensor> = std::thread::scope(|scope| {
+        let running: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let layer = linear.shallow_clone();
+                scope.spawn(move || layer.forward(&chunk))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|share| {
+                share
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut shape = size;
+    if let Some(last) = shape.last_mut() {
+        *last = -1;
+    }
+    Tensor::cat(&outputs, 0).view(shape.as_slice())
+}
+
+/// Rows of a [vocab, dim] table for [batch, tokens] ids.
+pub fn embed(table: &Tensor, ids: &Tensor) -> Tensor {
+    let size = ids.size();
+    table
+        .index_select(0, &ids.view([-1]))
+        .view([size[0], size[1], -1])
+}
+
+/// An activation by its transformers name.
+pub fn activation(name: &str) -> Result<fn(&Tensor) -> Tensor, String> {
+    match name {
+        "gelu" => Ok(|x| x.gelu("none")),
+        "gelu_new" | "gelu_pytorch_tanh" => Ok(|x| x.gelu("tanh")),
+        "relu" => Ok(Tensor::relu),
+        other => Err(format!("unsupported activation {other}")),
+    }
+}
+
+/// [windows, 1, 1, keys]: every query sees every real token of its window.
+pub fn visible_keys(attention_mask: &Tensor) -> Tensor {
+    attention_mask.ne(0).unsqueeze(1).unsqueeze(1)
+}
+
+/// Self-attention from fused projections `qkv` ([batch, tokens, 3 dim]):
+/// the attended values, [batch, tokens, dim], heads merged.
+pub fn self_attention(qkv: &Tensor, heads: i64, visible: &Tensor) -> Tensor {
+    let size = qkv.size();
+    let (batch, tokens, width) = (size[0], size[1], size[2] / 3);
+    let split_heads = |x: &Tensor| {
+        x.view([batch, tokens, heads, width / heads])
+            .transpose(1, 2)
+    };
+    let parts = qkv.split(width, 2);
+    let attended = Tensor::scaled_dot_product_attention(
+        &split_heads(&parts[0]),
+        &split_heads(&parts[1]),
+        &split_heads(&parts[2]),
+        Some(visible),
+        0.0,
+        false,
+        None,
+    );
+    attended
+        .transpose(1, 2)
+        .contiguous()
+        .view([batch, tokens, width])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generation::linear::fbgemm_available;
+    use tch::{Device, Kind};
+
+    /// Split between threads, an int8 layer gives what one call gives, up to
+    /// the per-share activation scales.
+    #[test]
+    fn rows_split_between_threads_match_one_call() {
+        if !fbgemm_available() {
+            return;
+        }
+        tch::manual_seed(3);
+        let input = Tensor::randn([2, 96, 64], (Kind::Float, Device::Cpu));
+        let weight = Tensor::randn([48, 64], (Kind::Float, Device::Cpu)) * 0.1;
+        let bias = Tensor::randn([48], (Kind::Float, Device::Cpu));
+        let exact = input.linear(&weight, Some(&bias));
+        let previous = tch::get_num_threads();
+        tch::set_num_threads(2);
+        let layer = Linear::new(&weight, Some(&bias), Precision::Int8);
+        let split = project(&layer, &input);
+        tch::set_num_threads(previous);
+        assert_eq!(split.size(), [2, 96, 48]);
+        let error = (&split - &exact).abs().max().double_value(&[]);
+        let scale = exact.abs().max().double_value(&[]);
+        assert!(error / scale < 3e-2, "{error} of {scale}");
+        // Row order survives the split: each row stays with its own output.
+        let rows = exact.view([-1, 48]).argmax(1, false);
+        let split_rows = split.view([-1, 48]).argmax(1, false);
+        let agree = rows
+            .eq_tensor(&split_rows)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float);
+        assert!(agree.double_value(&[]) > 0.9);
+    }
+}
