@@ -2,8 +2,10 @@
 //! then `--config FILE`, then `NLP_SERVE__SECTION__KEY` environment variables,
 //! then `PORT`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::generation::linear::Precision;
@@ -111,7 +113,7 @@ pub struct ModelSettings {
     pub max_batch_wait_ms: u64,
 }
 
-// No deny_unknown_fields: serde does not support it together with flatten.
+// Unknown keys: see `unknown` (serde's deny_unknown_fields ignores flatten).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct CompletionSettings {
     #[serde(flatten)]
@@ -122,9 +124,13 @@ pub struct CompletionSettings {
     pub default_max_new_tokens: usize,
     pub max_new_tokens: usize,
     pub max_return_sequences: usize,
+    /// Keys this section does not know (a misspelt setting), refused at load:
+    /// `flatten` defeats `deny_unknown_fields`, so they are gathered here.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, IgnoredAny>,
 }
 
-// No deny_unknown_fields: serde does not support it together with flatten.
+// Unknown keys: see `unknown` (serde's deny_unknown_fields ignores flatten).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct QaSettings {
     #[serde(flatten)]
@@ -139,9 +145,13 @@ pub struct QaSettings {
     pub reference_document: PathBuf,
     pub max_question_chars: usize,
     pub max_context_chars: usize,
+    /// Keys this section does not know (a misspelt setting), refused at load:
+    /// `flatten` defeats `deny_unknown_fields`, so they are gathered here.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, IgnoredAny>,
 }
 
-// No deny_unknown_fields: serde does not support it together with flatten.
+// Unknown keys: see `unknown` (serde's deny_unknown_fields ignores flatten).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct TranslationSettings {
     #[serde(flatten)]
@@ -156,6 +166,10 @@ pub struct TranslationSettings {
     pub sentence_batch_size: usize,
     pub max_texts: usize,
     pub max_text_chars: usize,
+    /// Keys this section does not know (a misspelt setting), refused at load:
+    /// `flatten` defeats `deny_unknown_fields`, so they are gathered here.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, IgnoredAny>,
 }
 
 /// Where to read settings from, besides the defaults.
@@ -236,6 +250,19 @@ impl Settings {
 
     fn check(&self) -> Result<(), SettingsError> {
         let bad = |what: &str| Err(SettingsError::Inconsistent(what.to_string()));
+        for (task, unknown) in [
+            ("completion", &self.completion.unknown),
+            ("qa", &self.qa.unknown),
+            ("translation", &self.translation.unknown),
+        ] {
+            if let Some(key) = unknown.keys().next() {
+                return bad(&format!(
+                    "unknown key `{key}` in [{task}] (NLP_SERVE__{}__{}); see config/default.toml for the settings",
+                    task.to_uppercase(),
+                    key.to_uppercase()
+                ));
+            }
+        }
         for (task, model) in self.models() {
             if model.queue_size == 0 || model.max_batch_size == 0 {
                 return bad(&format!(
@@ -286,6 +313,32 @@ impl ModelSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_task_setting_is_refused() {
+        let dir = std::env::temp_dir().join(format!("nlp-serve-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for (section, key) in [
+            ("completion", "precison"),
+            ("qa", "top_kk"),
+            ("translation", "beams"),
+        ] {
+            let file = dir.join(format!("{section}.toml"));
+            std::fs::write(&file, format!("[{section}]\n{key} = 1\n")).expect("write");
+            let error = Settings::load(&SettingsSources {
+                file: Some(file),
+                ..SettingsSources::default()
+            })
+            .expect_err("unknown key refused");
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("unknown key `{key}` in [{section}]")),
+                "{message}"
+            );
+        }
+        // Every key of the defaults is known.
+        assert!(Settings::defaults().is_ok());
+    }
 
     #[test]
     fn defaults_parse_and_name_the_real_models() {

@@ -86,6 +86,8 @@ fn wrong_types_and_ranges_are_422_naming_the_field() {
             "a string or a list of strings",
         ),
         ("/translate", json!({"text": vec!["a"; 40]}), "text"),
+        // One sentence longer than the model's 512 positions: refused, not cut.
+        ("/translate", json!({"text": "words ".repeat(700)}), "text"),
         ("/translate", json!({}), "text"),
         ("/complete", json!([1, 2]), ""),
     ];
