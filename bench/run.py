@@ -219,8 +219,8 @@ TASK_OF_PATH = {"/complete": "completion", "/qa": "qa", "/translate": "translati
 # nlp-serve's precisions per task: `[<task>] precision` in its configuration.
 # A task joins a precision here as soon as nlp-serve supports it there.
 NLP_SERVE_PRECISIONS = {"fp32": ("completion", "qa", "translation"),
-                        "fp16": ("completion",),
-                        "int8": ("completion",)}
+                        "fp16": ("completion", "qa", "translation"),
+                        "int8": ("completion", "qa", "translation")}
 
 # The other sides: (name, engine, precision, tasks), each a bench/baseline/server.py process.
 PEERS = (("transformers", "transformers", "float32", ("completion", "qa", "translation")),
@@ -262,8 +262,8 @@ torch_threads = {threads}
         "completion": f'source = "{models / "distilgpt2"}"\nqueue_size = 256\n',
         "qa": f'source = "{models / "distilbert-squad"}"\nqueue_size = 256\n',
         "translation": (f'source = "{models / "opus-mt-en-de"}"\nqueue_size = 256\nnum_beams = 4\n'
-                        f"min_output_tokens = {TRANSLATION_NEW_TOKENS + 1}\n"
-                        f"max_output_tokens = {TRANSLATION_NEW_TOKENS + 1}\n"),
+                        f"min_output_tokens = {TRANSLATION_NEW_TOKENS}\n"
+                        f"max_output_tokens = {TRANSLATION_NEW_TOKENS}\n"),
     }
     for task, body in sections.items():
         if task not in tasks:
@@ -273,10 +273,13 @@ torch_threads = {threads}
     path.write_text(text)
 
 
-def start_sides(args, models, logs):
-    """Every side as its own process; returns [(server, tasks, ready path)]."""
+def start_sides(args, models, logs, needed):
+    """Every side serving a `needed` task, each its own process; returns [(server, tasks, ready path)]."""
     sides = []
     for precision, tasks in NLP_SERVE_PRECISIONS.items():
+        tasks = tuple(task for task in tasks if task in needed)
+        if not tasks:
+            continue
         name = "nlp-serve" if precision == "fp32" else f"nlp-serve {precision}"
         config = args.out / f"{name.replace(' ', '-')}.toml"
         write_service_config(config, models, args.threads, precision, tasks)
@@ -284,6 +287,8 @@ def start_sides(args, models, logs):
         sides.append((Server(name, [str(args.binary), "--config", str(config)], {"PORT": str(port)}, port, logs),
                       tasks, "/ready"))
     for name, engine, precision, tasks in PEERS:
+        if not set(tasks) & needed:
+            continue
         port = free_port()
         command = [sys.executable, "-m", "uvicorn", "bench.baseline.server:app", "--host", "127.0.0.1",
                    "--port", str(port), "--workers", "1", "--log-level", "warning"]
@@ -304,14 +309,17 @@ def run(args):
     print("measuring the machine", flush=True)
     limits = machine_limits(args.threads)
     inputs = build_inputs(models)
-    sides = start_sides(args, models, logs)
+    chosen = [scenario for scenario in scenarios(inputs, args.smoke)
+              if not args.only or scenario[0] in args.only.split(",")]
+    needed = {TASK_OF_PATH[path] for _, path, _, _, _ in chosen}
+    sides = [side for side in start_sides(args, models, logs, needed)]
     results = []
     answers = {}  # scenario -> side -> the first warm-up answer
     try:
         for server, _, ready in sides:
             server.wait_ready(ready)
         load_peak = {server.name: server.peak_memory_mb() for server, _, _ in sides}
-        for index, (name, path, body, runs, new_tokens) in enumerate(scenarios(inputs, args.smoke)):
+        for index, (name, path, body, runs, new_tokens) in enumerate(chosen):
             serving = [server for server, tasks, _ in sides if TASK_OF_PATH[path] in tasks]
             # Rotate the order from one scenario to the next so that no side always goes first.
             shift = index % len(serving)
@@ -417,12 +425,17 @@ def add_ratios(results):
 
 
 def precision_report(binary, models, smoke):
-    """Greedy agreement and logit drift of fp16/int8 against fp32 (src/bin/precision-report.rs)."""
+    """fp16/int8 against fp32 per task (src/bin/precision-report/): answers identical to fp32's, drift, speed."""
     tool = binary.parent / "precision-report"
-    prompts, tokens = ("4", "8") if smoke else ("24", "32")
-    output = subprocess.run([str(tool), str(models / "distilgpt2"), str(DOCUMENT), prompts, tokens],
-                            capture_output=True, text=True, check=True).stdout
-    return json.loads(output)
+    counts = {"completion": ("distilgpt2", ("4", "8") if smoke else ("24", "32")),
+              "qa": ("distilbert-squad", ("2",) if smoke else ("12",)),
+              "translation": ("opus-mt-en-de", ("2", "8") if smoke else ("8", str(TRANSLATION_NEW_TOKENS)))}
+    report = {}
+    for task, (model, arguments) in counts.items():
+        output = subprocess.run([str(tool), str(models / model), str(DOCUMENT), *arguments],
+                                capture_output=True, text=True, check=True).stdout
+        report[task] = json.loads(output)
+    return report
 
 
 def previous_results(path):
@@ -688,21 +701,26 @@ def change_section(summary):
 
 
 def precision_section(summary):
-    lines = ["## Weight precision against fp32 (distilgpt2 shape)", "",
-             "From `precision-report` (src/bin/precision-report.rs): greedy continuations of 32-token windows "
-             "of the reference document, decoded at batch size 1. The weights are random, so the logits are "
-             "nearly flat and near-ties are far more common than with trained weights: agreement here is a "
-             "lower bound.", "",
-             "| precision | decode step ms (p50) | greedy identical | mean agreeing prefix | top-1 agreement on fp32 path | max logit change (in std) |",
-             "|---|---|---|---|---|---|"]
-    for row in summary["precisions"]:
-        lines.append("| {p} | {ms:.2f} | {same} | {prefix} | {top1} | {drift} |".format(
-            p=row["precision"], ms=row["decode_step_ms_p50"],
-            same=f"{row['greedy_identical_share']:.0%} of {row['prompts']}" if "prompts" in row else "reference",
-            prefix=f"{row['mean_agreeing_prefix_tokens']:.1f} of {row['tokens']}" if "tokens" in row else "",
-            top1=f"{row['top1_agreement_along_fp32_path']:.1%}" if "tokens" in row else "",
-            drift=f"{row['max_logit_difference_in_std']:.4f}" if "tokens" in row else ""))
-    return lines + [""]
+    lines = ["## Weight precision against fp32, per task", "",
+             "From `precision-report` (src/bin/precision-report/) on the benchmark's models: GPT-2 greedy "
+             "continuations of 32-token windows of the reference document, QA answers to questions about its "
+             "paragraphs, Marian greedy and beam-4 translations of its sentences. The weights are random, so "
+             "the logits are nearly flat (or collapse onto a few tokens) and the agreement here says little about "
+             "trained weights: run `precision-report` on your own model before choosing a reduced precision.", ""]
+    for task, rows in summary["precisions"].items():
+        keys = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "precision"]
+        lines += [f"**{task}**", "", "| precision | " + " | ".join(keys) + " |",
+                  "|---|" + "---|" * len(keys)]
+        for row in rows:
+            cells = []
+            for key in keys:
+                value = row.get(key, "")
+                if isinstance(value, float):
+                    value = f"{value:.1%}" if "share" in key or "agreement" in key else f"{value:.3g}"
+                cells.append(str(value))
+            lines.append(f"| {row['precision']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 SIDE_COLOURS = {"transformers": "#dd6b20", "ctranslate2 float32": "#805ad5", "ctranslate2 int8": "#d53f8c",
@@ -755,6 +773,9 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", default="",
+                        help="comma-separated scenario names (e.g. translate_sentence): a quick partial run; "
+                             "sides serving none of them are not started")
     parser.add_argument("--previous", type=pathlib.Path,
                         help="summary.json of the run to compare with (default: the one in --out)")
     args = parser.parse_args()

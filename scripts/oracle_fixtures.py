@@ -61,7 +61,13 @@ SENTENCES = [
     "Machine learning is a field of study.",
     "Neural networks learn representations from data, one layer at a time.",
     "Why?",
+    "The cat sat on the mat.",
+    "Gradient descent follows the slope downhill until the loss stops falling.",
 ]
+# marian_eos: the same Marian weights with the end token's logit raised by this much, so that
+# sentences end at different lengths (greedy after 9 tokens where beams run to the limit) and beam
+# search's finished hypotheses, length penalty and stopping rule are exercised.
+MARIAN_EOS_BIAS = 24.0
 QUESTIONS = [
     ("Who introduced support vector machines?",
      "Support vector machines were introduced by Vladimir Vapnik and colleagues in the 1990s. "
@@ -116,9 +122,9 @@ def causal(name, model_class, config, tokenizers, out):
     return {"directory": name, "model_type": config.model_type, "greedy": cases}
 
 
-def marian(tokenizers, out):
+def marian(tokenizers, out, name="marian", eos_bias=0.0):
     torch.manual_seed(SEED)
-    directory = out / "marian"
+    directory = out / name
     copy_tokenizer(tokenizers / "marian-en-de", directory, ("source.spm", "target.spm", "vocab.json"))
     (directory / "tokenizer_config.json").write_text(json.dumps(
         {"tokenizer_class": "MarianTokenizer", "source_lang": "en", "target_lang": "de", "model_max_length": 512}))
@@ -131,6 +137,8 @@ def marian(tokenizers, out):
                           init_std=MARIAN_INIT_STD, scale_embedding=True, share_encoder_decoder_embeddings=True,
                           activation_function="swish")
     model = MarianMTModel(config).eval()
+    with torch.no_grad():
+        model.final_logits_bias[0, config.eos_token_id] += eos_bias
     model.generation_config.bad_words_ids = [[pad]]
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -147,7 +155,7 @@ def marian(tokenizers, out):
             if beams == 1:
                 case[label]["min_logit_gap"] = margin_along(output.scores)
         cases.append(case)
-    return {"directory": "marian", "model_type": "marian", "translations": cases}
+    return {"directory": name, "model_type": "marian", "eos_bias": eos_bias, "translations": cases}
 
 
 def distilbert(tokenizers, out):
@@ -198,6 +206,7 @@ def main() -> None:
         causal("gptj", GPTJForCausalLM, GPTJConfig(n_positions=128, n_embd=32, n_layer=2, n_head=2, rotary_dim=8,
                                                    initializer_range=INIT_RANGE, **common), args.tokenizers, args.out),
         marian(args.tokenizers, args.out),
+        marian(args.tokenizers, args.out, name="marian_eos", eos_bias=MARIAN_EOS_BIAS),
         distilbert(args.tokenizers, args.out),
         bert(args.tokenizers, args.out),
     ]

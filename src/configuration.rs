@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::generation::linear::Precision;
+use crate::generation::seq2seq::EarlyStopping;
 
 /// The defaults, documented in place.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -145,7 +146,11 @@ pub struct QaSettings {
 pub struct TranslationSettings {
     #[serde(flatten)]
     pub model: ModelSettings,
+    pub precision: Precision,
     pub num_beams: i64,
+    /// None: the model's own generation configuration decides.
+    pub length_penalty: Option<f64>,
+    pub early_stopping: Option<EarlyStopping>,
     pub min_output_tokens: i64,
     pub max_output_tokens: i64,
     pub sentence_batch_size: usize,

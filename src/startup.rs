@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_cors::Cors;
@@ -24,7 +24,9 @@ use crate::metrics::Metrics;
 use crate::model_source::ModelLocation;
 use crate::predictors::completion::CompletionConfig;
 use crate::predictors::question_answering::QaConfig;
-use crate::predictors::translation::{TranslationModelConfig, TranslationPredictor};
+use crate::predictors::translation::{
+    TranslationHandle, TranslationModelConfig, TranslationPredictor,
+};
 use crate::predictors::{self};
 use crate::state::{AppState, ReferenceDocument, Tasks};
 use crate::{allocator, middleware, routes};
@@ -191,7 +193,7 @@ fn start_tasks(
     };
     let mut loads = Vec::new();
     let (completion, qa, translation) = (&settings.completion, &settings.qa, &settings.translation);
-    // One pool tokenizes for every task that takes ids (completion, QA).
+    // One pool tokenizes for every task that takes ids.
     let pool = TokenizerPool::new(
         settings.runtime.tokenizer_threads,
         settings.runtime.tokenizer_queue_size,
@@ -238,18 +240,21 @@ fn start_tasks(
             )
         })?,
         translation: start_task(Task::Translation, &translation.model, &mut loads, || {
+            let codec = Arc::new(OnceLock::new());
             let config = TranslationModelConfig {
                 location: location(&translation.model),
                 device,
                 settings: translation.clone(),
                 fault_injection: settings.runtime.fault_injection,
+                codec: codec.clone(),
             };
-            spawn_predictor::<TranslationPredictor>(
+            let (worker, load) = spawn_predictor::<TranslationPredictor>(
                 Task::Translation,
                 &translation.model,
                 config,
                 metrics,
-            )
+            )?;
+            Ok((TranslationHandle::new(worker, codec, pool.clone()), load))
         })?,
     };
     Ok((tasks, loads))

@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use crate::api::health::ModelState;
 use crate::configuration::Settings;
-use crate::engine::{Task, TaskHandle};
+use crate::engine::Task;
 use crate::error::ApiError;
 use crate::generation::GenerationHandle;
 use crate::metrics::Metrics;
-use crate::predictors::translation::TranslationJob;
+pub use crate::predictors::translation::TranslationHandle;
 use crate::qa::QaHandle;
-
-pub type TranslationHandle = TaskHandle<TranslationJob, Vec<String>>;
 
 /// The task handles; `None` for a task disabled in configuration.
 #[derive(Clone, Default)]
@@ -27,7 +25,7 @@ impl Tasks {
         match task {
             Task::Completion => self.completion.as_ref().map(|h| h.state()),
             Task::QuestionAnswering => self.qa.as_ref().map(|h| h.state()),
-            Task::Translation => self.translation.as_ref().map(|h| h.state()),
+            Task::Translation => self.translation.as_ref().map(|h| h.worker.state()),
         }
         .unwrap_or(ModelState::Disabled)
     }

@@ -10,7 +10,6 @@ use crate::api::qa::QaRequest;
 use crate::api::translate::{TextInput, TranslateRequest};
 use crate::configuration::{CompletionSettings, QaSettings, TranslationSettings};
 use crate::generation::request::{GenerationOptions, GenerationRequest};
-use crate::predictors::translation::TranslationJob;
 use crate::qa::QaJob;
 
 /// Most stop sequences per request.
@@ -227,7 +226,7 @@ pub fn question_answering(
 pub fn translation(
     request: &TranslateRequest,
     settings: &TranslationSettings,
-) -> Result<TranslationJob, ValidationError> {
+) -> Result<Vec<String>, ValidationError> {
     let texts = match &request.text {
         TextInput::One(text) => vec![text.clone()],
         TextInput::Many(texts) => texts.clone(),
@@ -245,7 +244,7 @@ pub fn translation(
     for text in &texts {
         at_most_chars("text", text, settings.max_text_chars)?;
     }
-    Ok(TranslationJob { texts })
+    Ok(texts)
 }
 
 #[cfg(test)]
@@ -337,9 +336,7 @@ mod tests {
         let one: TranslateRequest =
             serde_json::from_value(serde_json::json!({"text": "Hi."})).expect("body");
         assert_eq!(
-            translation(&one, &settings.translation)
-                .expect("valid")
-                .texts,
+            translation(&one, &settings.translation).expect("valid"),
             ["Hi."]
         );
         let none: TranslateRequest =

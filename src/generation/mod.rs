@@ -4,16 +4,22 @@
 //! its batched key/value cache (`kv_cache`), per-sequence sampling
 //! (`sampling`) and incremental detokenization (`detokenize`). GPT-2's
 //! forward passes (`gpt2`) with weights at a chosen precision (`linear`)
-//! are the first `CausalLm`.
+//! are the first `CausalLm`. Encoder-decoder models implement `Seq2SeqLm`
+//! (`seq2seq`), decoded by greedy or beam search (`search`); Marian
+//! (`marian`) is the first.
 
 pub mod detokenize;
 pub mod gpt2;
 pub mod kv_cache;
 pub mod linear;
+pub mod marian;
 pub mod model;
+pub mod precision_check;
 pub mod request;
 pub mod sampling;
 pub mod scheduler;
+pub mod search;
+pub mod seq2seq;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

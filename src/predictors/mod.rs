@@ -1,8 +1,9 @@
-//! The three models behind the API: completion (our GPT-2 passes, served by
-//! `generation::scheduler`), question answering (our DistilBERT pass over
-//! windows of ids) and translation (rust-bert's pipeline), each of the last
-//! two a `Predictor` served by `engine::batching`.
-//! Requests arrive here validated; no HTTP types appear.
+//! The three models behind the API, each over our own forward passes:
+//! completion (GPT-2, served by `generation::scheduler`), question answering
+//! (a span encoder, `encoder`) and translation (Marian, decoded by
+//! `generation::search`), the last two each a `Predictor` served by
+//! `engine::batching`. Requests arrive here validated and tokenized on the
+//! tokenizer pool; no HTTP types appear.
 
 pub mod completion;
 pub mod question_answering;
@@ -10,8 +11,6 @@ pub mod translation;
 
 use std::path::Path;
 
-use rust_bert::pipelines::common::ModelResource;
-use rust_bert::resources::LocalResource;
 use tch::Device;
 
 use crate::configuration::DeviceSetting;
@@ -31,16 +30,6 @@ pub(crate) fn delay_load_for_fault_injection(enabled: bool) {
     if enabled {
         std::thread::sleep(FAULT_INJECTION_LOAD_DELAY);
     }
-}
-
-pub(crate) fn local(path: &Path) -> Box<LocalResource> {
-    Box::new(LocalResource {
-        local_path: path.to_path_buf(),
-    })
-}
-
-pub(crate) fn torch_weights(path: &Path) -> ModelResource {
-    ModelResource::Torch(local(path))
 }
 
 /// The libtorch device for a configured device setting.

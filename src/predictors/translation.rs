@@ -1,22 +1,34 @@
 //! English to German translation with a Marian model. Texts are split into
-//! sentences; the sentences of every request in a batch are translated
-//! together and joined back with the original spacing and line breaks.
+//! sentences and tokenized on the tokenizer pool (`MarianCodec`); the model
+//! thread sees only each sentence's source ids and decodes the sentences of
+//! every request in a batch together (`generation::search` over our own
+//! Marian passes); the pool turns the output ids back into text and joins
+//! the sentences with the original spacing and line breaks.
 
-use rust_bert::pipelines::common::ModelType;
-use rust_bert::pipelines::translation::{Language, TranslationConfig, TranslationModel};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rust_tokenizers::tokenizer::{MarianTokenizer, Tokenizer, TruncationStrategy};
 use tch::Device;
 
-use super::{local, model_error, torch_weights, FAULT_INPUT};
+use super::{model_error, FAULT_INPUT};
+use crate::api::health::ModelState;
 use crate::configuration::TranslationSettings;
-use crate::engine::{LoadError, PredictError, Predictor};
+use crate::engine::tokenizer_pool::{PoolError, TokenizerPool};
+use crate::engine::{Answered, LoadError, PredictError, Predictor, SubmitError, Task, TaskHandle};
+use crate::generation::linear::{fbgemm_available, Precision};
+use crate::generation::marian::MarianModel;
+use crate::generation::search::{generate, SearchOptions};
+use crate::generation::seq2seq::Seq2SeqLm;
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
 use crate::text::sentences::split_sentences;
 
-pub const FILES: [FileWanted; 4] = [
+pub const FILES: [FileWanted; 5] = [
     CONFIG,
     WEIGHTS,
     FileWanted::required(&["vocab.json"]),
     FileWanted::required(&["source.spm"]),
+    FileWanted::optional(&["generation_config.json"]),
 ];
 
 #[derive(Clone)]
@@ -26,140 +38,247 @@ pub struct TranslationModelConfig {
     pub settings: TranslationSettings,
     /// Testing only: the text FAULT_INPUT makes `predict` panic.
     pub fault_injection: bool,
+    /// Where `init` publishes the tokenizer for the pool.
+    pub codec: Arc<OnceLock<Arc<MarianCodec>>>,
 }
 
-/// Validated texts of one request.
+/// What the model thread gets: the source ids of every sentence of one
+/// request, in order.
 #[derive(Debug, Clone)]
 pub struct TranslationJob {
-    pub texts: Vec<String>,
+    pub sentences: Vec<Vec<i64>>,
+    pub inject_fault: bool,
 }
 
-pub struct TranslationPredictor {
-    model: TranslationModel,
-    sentence_batch_size: usize,
+/// The tokenizer both ways, shared by the pool's threads.
+pub struct MarianCodec {
+    tokenizer: MarianTokenizer,
+    /// The longest source the model reads, in tokens (its position table).
+    max_source_tokens: usize,
     fault_injection: bool,
 }
 
-/// Where a sentence's translation goes back.
-struct Slot {
-    job: usize,
-    text: usize,
-    segment: usize,
+/// A request's texts cut into sentences, with where each goes back.
+pub struct EncodedTexts {
+    pub job: TranslationJob,
+    layout: Vec<Vec<(String, Option<usize>)>>,
 }
 
-impl Predictor for TranslationPredictor {
-    type Config = TranslationModelConfig;
-    type Request = TranslationJob;
-    type Output = Vec<String>;
-
-    fn init(config: TranslationModelConfig) -> Result<Self, LoadError> {
-        super::delay_load_for_fault_injection(config.fault_injection);
-        let files = &config.location.resolve(&FILES)?;
-        let settings = &config.settings;
-        let mut translation_config = TranslationConfig::new(
-            ModelType::Marian,
-            torch_weights(files.require("rust_model.ot")?),
-            local(files.require("config.json")?),
-            local(files.require("vocab.json")?),
-            Some(local(files.require("source.spm")?)),
-            [Language::English],
-            [Language::German],
-            config.device,
-        );
-        translation_config.num_beams = settings.num_beams.max(1);
-        translation_config.max_length = Some(settings.max_output_tokens.max(1));
-        translation_config.min_length = settings.min_output_tokens.max(0);
-        translation_config.early_stopping = true;
-        let model =
-            TranslationModel::new(translation_config).map_err(|e| model_error(&files.source, e))?;
-        Ok(TranslationPredictor {
-            model,
-            sentence_batch_size: settings.sentence_batch_size.max(1),
-            fault_injection: config.fault_injection,
+impl MarianCodec {
+    /// Splits texts into sentences and tokenizes them; a sentence longer than
+    /// the model reads is refused (422), not cut.
+    pub fn encode(&self, texts: &[String]) -> Result<EncodedTexts, PredictError> {
+        let mut sentences = Vec::new();
+        let mut layout = Vec::with_capacity(texts.len());
+        for text in texts {
+            let mut parts = Vec::new();
+            for segment in split_sentences(text) {
+                let slot = if segment.sentence.is_empty() {
+                    None
+                } else {
+                    let ids = self
+                        .tokenizer
+                        .encode(
+                            segment.sentence,
+                            None,
+                            usize::MAX,
+                            &TruncationStrategy::DoNotTruncate,
+                            0,
+                        )
+                        .token_ids;
+                    if ids.len() > self.max_source_tokens {
+                        return Err(PredictError::Invalid {
+                            field: "text".into(),
+                            message: format!(
+                                "a sentence is {} tokens long; the model reads at most {} tokens per sentence: {:.60}…",
+                                ids.len(),
+                                self.max_source_tokens,
+                                segment.sentence
+                            ),
+                        });
+                    }
+                    sentences.push(ids);
+                    Some(sentences.len() - 1)
+                };
+                parts.push((segment.separator.to_string(), slot));
+            }
+            layout.push(parts);
+        }
+        let inject_fault = self.fault_injection && texts.iter().any(|text| text == FAULT_INPUT);
+        Ok(EncodedTexts {
+            job: TranslationJob {
+                sentences,
+                inject_fault,
+            },
+            layout,
         })
     }
 
-    fn predict(&mut self, batch: Vec<TranslationJob>) -> Vec<Result<Vec<String>, PredictError>> {
-        let poisoned = |job: &TranslationJob| job.texts.iter().any(|text| text == FAULT_INPUT);
-        if self.fault_injection && batch.iter().any(poisoned) {
-            panic!("fault injection: a text was {FAULT_INPUT}");
-        }
-        let mut sentences: Vec<&str> = Vec::new();
-        let mut slots = Vec::new();
-        let segmented: Vec<Vec<_>> = batch
+    /// Each text's translation: its sentences' translations joined with the
+    /// original separators, trimmed at the ends.
+    pub fn decode(
+        &self,
+        layout: &[Vec<(String, Option<usize>)>],
+        outputs: &[Vec<i64>],
+    ) -> Vec<String> {
+        layout
             .iter()
-            .map(|job| job.texts.iter().map(|text| split_sentences(text)).collect())
-            .collect();
-        for (job, texts) in segmented.iter().enumerate() {
-            for (text, segments) in texts.iter().enumerate() {
-                for (segment, part) in segments.iter().enumerate() {
-                    if !part.sentence.is_empty() {
-                        sentences.push(part.sentence);
-                        slots.push(Slot { job, text, segment });
+            .map(|parts| {
+                let mut text = String::new();
+                for (separator, slot) in parts {
+                    if let Some(ids) = slot.and_then(|index| outputs.get(index)) {
+                        text.push_str(self.tokenizer.decode(ids, true, false).trim());
                     }
+                    text.push_str(separator);
                 }
-            }
-        }
-        let mut translated = Vec::with_capacity(sentences.len());
-        for chunk in sentences.chunks(self.sentence_batch_size) {
-            match tch::no_grad(|| {
-                self.model
-                    .translate(chunk, Language::English, Language::German)
-            }) {
-                Ok(output) if output.len() == chunk.len() => translated.extend(output),
-                Ok(output) => {
-                    let message = format!(
-                        "{} translations for {} sentences",
-                        output.len(),
-                        chunk.len()
-                    );
-                    return batch
-                        .iter()
-                        .map(|_| Err(PredictError::Failed(message.clone())))
-                        .collect();
-                }
-                Err(error) => {
-                    let message = error.to_string();
-                    return batch
-                        .iter()
-                        .map(|_| Err(PredictError::Failed(message.clone())))
-                        .collect();
-                }
-            }
-        }
-        // Start from the original segments and put each translation in place.
-        let mut outputs: Vec<Vec<Vec<String>>> = segmented
-            .iter()
-            .map(|texts| {
-                texts
-                    .iter()
-                    .map(|segments| segments.iter().map(|_| String::new()).collect())
-                    .collect()
-            })
-            .collect();
-        for (slot, sentence) in slots.iter().zip(translated) {
-            outputs[slot.job][slot.text][slot.segment] = sentence.trim().to_string();
-        }
-        outputs
-            .into_iter()
-            .zip(&segmented)
-            .map(|(texts, original)| {
-                Ok(texts
-                    .into_iter()
-                    .zip(original)
-                    .map(|(sentences, segments)| join(&sentences, segments))
-                    .collect())
+                text.trim().to_string()
             })
             .collect()
     }
 }
 
-/// Joins translated sentences with the original separators, trimmed at the ends.
-fn join(sentences: &[String], segments: &[crate::text::sentences::Segment<'_>]) -> String {
-    let mut text = String::new();
-    for (sentence, segment) in sentences.iter().zip(segments) {
-        text.push_str(sentence);
-        text.push_str(segment.separator);
+pub struct TranslationPredictor {
+    model: MarianModel,
+    options: SearchOptions,
+    sentence_batch_size: usize,
+}
+
+impl Predictor for TranslationPredictor {
+    type Config = TranslationModelConfig;
+    type Request = TranslationJob;
+    type Output = Vec<Vec<i64>>;
+
+    fn init(config: TranslationModelConfig) -> Result<Self, LoadError> {
+        super::delay_load_for_fault_injection(config.fault_injection);
+        let files = &config.location.resolve(&FILES)?;
+        let settings = &config.settings;
+        if settings.precision != Precision::Fp32 && !fbgemm_available() {
+            return Err(model_error(
+                &files.source,
+                format!(
+                    "precision {} needs fbgemm (x86-64 with AVX2); use fp32",
+                    settings.precision.name()
+                ),
+            ));
+        }
+        let model = MarianModel::load(
+            files.require("config.json")?,
+            files.get("generation_config.json"),
+            files.require("rust_model.ot")?,
+            settings.precision,
+            config.device,
+        )
+        .map_err(|error| model_error(&files.source, error))?;
+        let tokenizer = MarianTokenizer::from_files(
+            files.require("vocab.json")?,
+            files.require("source.spm")?,
+            false,
+        )
+        .map_err(|error| model_error(&files.source, error))?;
+        let max_positions = model.max_positions() as usize;
+        let _ = config.codec.set(Arc::new(MarianCodec {
+            tokenizer,
+            max_source_tokens: max_positions,
+            fault_injection: config.fault_injection,
+        }));
+        let defaults = model.generation();
+        let options = SearchOptions {
+            num_beams: settings.num_beams.max(1) as usize,
+            // The start token takes a position too.
+            max_new_tokens: (settings.max_output_tokens.max(1) as usize).min(max_positions - 1),
+            min_new_tokens: settings.min_output_tokens.max(0) as usize,
+            length_penalty: settings.length_penalty.unwrap_or(defaults.length_penalty),
+            early_stopping: settings.early_stopping.unwrap_or(defaults.early_stopping),
+        };
+        Ok(TranslationPredictor {
+            model,
+            options,
+            sentence_batch_size: settings.sentence_batch_size.max(1),
+        })
     }
-    text.trim().to_string()
+
+    fn predict(&mut self, batch: Vec<TranslationJob>) -> Vec<Result<Vec<Vec<i64>>, PredictError>> {
+        if batch.iter().any(|job| job.inject_fault) {
+            panic!("fault injection: a text was {FAULT_INPUT}");
+        }
+        let sentences: Vec<&[i64]> = batch
+            .iter()
+            .flat_map(|job| job.sentences.iter().map(Vec::as_slice))
+            .collect();
+        let mut outputs = Vec::with_capacity(sentences.len());
+        for chunk in sentences.chunks(self.sentence_batch_size) {
+            outputs.extend(tch::no_grad(|| generate(&self.model, chunk, &self.options)));
+        }
+        let mut outputs = outputs.into_iter();
+        batch
+            .iter()
+            .map(|job| Ok(outputs.by_ref().take(job.sentences.len()).collect()))
+            .collect()
+    }
+}
+
+/// The caller's side of translation: tokenizes on the pool, queues ids for
+/// the model thread, detokenizes on the pool. Cheap to clone.
+#[derive(Clone)]
+pub struct TranslationHandle {
+    pub worker: TaskHandle<TranslationJob, Vec<Vec<i64>>>,
+    codec: Arc<OnceLock<Arc<MarianCodec>>>,
+    pool: TokenizerPool,
+}
+
+impl TranslationHandle {
+    pub fn new(
+        worker: TaskHandle<TranslationJob, Vec<Vec<i64>>>,
+        codec: Arc<OnceLock<Arc<MarianCodec>>>,
+        pool: TokenizerPool,
+    ) -> TranslationHandle {
+        TranslationHandle {
+            worker,
+            codec,
+            pool,
+        }
+    }
+
+    /// Translates `texts`, one translation per text.
+    pub async fn translate(
+        &self,
+        texts: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<Answered<Vec<String>>, SubmitError> {
+        let arrived = Instant::now();
+        let task = self.worker.task;
+        // A model that is not ready answers 503 before any tokenizing.
+        let codec = match (self.worker.state(), self.codec.get()) {
+            (ModelState::Ready, Some(codec)) => codec.clone(),
+            _ => return Err(SubmitError::NotReady(task)),
+        };
+        let encoder = codec.clone();
+        let encoded = self
+            .pool
+            .run(move || encoder.encode(&texts))
+            .await
+            .map_err(|error| pool_error(task, error))??;
+        let EncodedTexts { job, layout } = encoded;
+        // The deadline counts from arrival, tokenizing included.
+        let left = timeout.map(|timeout| timeout.saturating_sub(arrived.elapsed()));
+        let answered = self.worker.submit(job, left).await?;
+        let outputs = answered.output;
+        let translations = self
+            .pool
+            .run(move || codec.decode(&layout, &outputs))
+            .await
+            .map_err(|error| pool_error(task, error))?;
+        Ok(Answered {
+            output: translations,
+            queue_time: answered.queue_time,
+            inference_time: answered.inference_time,
+        })
+    }
+}
+
+fn pool_error(task: Task, error: PoolError) -> SubmitError {
+    match error {
+        PoolError::Full => SubmitError::QueueFull(task),
+        PoolError::Failed(message) => SubmitError::Predict(PredictError::Failed(message)),
+    }
 }

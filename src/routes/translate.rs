@@ -35,9 +35,9 @@ pub async fn translate(
     http: HttpRequest,
     JsonBody(request): JsonBody<TranslateRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = validation::translation(&request, &state.settings.translation)?;
+    let texts = validation::translation(&request, &state.settings.translation)?;
     let timeout = request_timeout(&http)?;
-    let answered = state.translation()?.submit(job, timeout).await?;
+    let answered = state.translation()?.translate(texts, timeout).await?;
     let mut response = HttpResponse::Ok();
     insert_timing(
         &mut response,

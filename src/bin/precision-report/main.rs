@@ -1,14 +1,17 @@
 //! How far fp16 and int8 weights move a model from fp32, for the benchmark
 //! report and for choosing each task's default precision. The model
 //! directory's config.json says which report: GPT-2 (`causal`: greedy
-//! agreement, logit drift, decoding speed) or DistilBERT question answering
-//! (`qa`: identical answer spans, logit drift, forward time).
+//! agreement, logit drift, decoding speed), DistilBERT question answering
+//! (`qa`: identical answer spans, logit drift, forward time) or Marian
+//! translation (`generation::precision_check`: identical greedy and beam-4
+//! translations, top-1 agreement, time per sentence).
 //!
 //! usage: precision-report MODEL_DIR TEXT_FILE [COUNT] [TOKENS]
 //!
-//! COUNT is the number of prompts (GPT-2, default 24) or of paragraphs
-//! questions are asked about (QA, default 12); TOKENS the tokens decoded per
-//! prompt (GPT-2, default 32). Prints a JSON list, one entry per precision.
+//! COUNT is the number of prompts (GPT-2, default 24), of paragraphs
+//! questions are asked about (QA, default 12) or of sentences (Marian,
+//! default 16); TOKENS the tokens decoded per prompt or sentence (GPT-2,
+//! default 32; Marian, default 40). Prints a JSON list, one entry per precision.
 
 mod causal;
 mod qa;
@@ -16,6 +19,7 @@ mod qa;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use nlp_serve::generation::precision_check::translation_report;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -29,6 +33,13 @@ fn main() -> anyhow::Result<()> {
     let _no_grad = tch::no_grad_guard();
     let report = match config["model_type"].as_str() {
         Some("distilbert") => qa::report(&dir, &text_file, count)?,
+        Some("marian") => translation_report(
+            &dir,
+            &std::fs::read_to_string(&text_file)?,
+            count.unwrap_or(16),
+            tokens.unwrap_or(40),
+        )
+        .map_err(anyhow::Error::msg)?,
         _ => causal::report(&dir, &text_file, count, tokens)?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);

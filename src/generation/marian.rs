@@ -1,0 +1,535 @@
+//! Marian (opus-mt) encoder-decoder forward passes over the checkpoint's
+//! own tensor names, as transformers' `MarianMTModel` computes them:
+//! post-norm layers, embeddings scaled by sqrt(d_model), sinusoidal
+//! positions (computed here: transformers does not save them), the output
+//! projection tied to the shared embeddings plus `final_logits_bias`.
+//!
+//! Linear layers run at the configured `Precision`. Reads checkpoints saved
+//! by transformers (`model.safetensors`, buffers absent) and by rust-bert
+//! (`rust_model.ot`, the same names).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+use super::linear::{Linear, Precision};
+use super::seq2seq::{DecoderState, EarlyStopping, GenerationDefaults, Seq2SeqLm};
+
+/// The fields of a Marian config.json we use, with transformers'
+/// `MarianConfig` defaults for any it leaves out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MarianConfig {
+    pub vocab_size: i64,
+    pub decoder_vocab_size: Option<i64>,
+    pub d_model: i64,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    pub encoder_attention_heads: i64,
+    pub decoder_attention_heads: i64,
+    pub max_position_embeddings: i64,
+    pub activation_function: String,
+    pub scale_embedding: bool,
+    pub pad_token_id: i64,
+    pub eos_token_id: i64,
+    pub decoder_start_token_id: i64,
+    pub forced_eos_token_id: Option<i64>,
+    pub bad_words_ids: Option<Vec<Vec<i64>>>,
+    pub length_penalty: Option<f64>,
+    pub early_stopping: Option<serde_json::Value>,
+}
+
+impl Default for MarianConfig {
+    fn default() -> Self {
+        MarianConfig {
+            vocab_size: 58101,
+            decoder_vocab_size: None,
+            d_model: 1024,
+            encoder_layers: 12,
+            decoder_layers: 12,
+            encoder_attention_heads: 16,
+            decoder_attention_heads: 16,
+            max_position_embeddings: 1024,
+            activation_function: "gelu".into(),
+            scale_embedding: false,
+            pad_token_id: 58100,
+            eos_token_id: 0,
+            decoder_start_token_id: 58100,
+            forced_eos_token_id: Some(0),
+            bad_words_ids: None,
+            length_penalty: None,
+            early_stopping: None,
+        }
+    }
+}
+
+/// generation_config.json's fields that override config.json's.
+#[derive(Debug, Default, Deserialize)]
+struct GenerationConfigFile {
+    bad_words_ids: Option<Vec<Vec<i64>>>,
+    forced_eos_token_id: Option<i64>,
+    decoder_start_token_id: Option<i64>,
+    length_penalty: Option<f64>,
+    early_stopping: Option<serde_json::Value>,
+}
+
+fn early_stopping(value: Option<&serde_json::Value>) -> EarlyStopping {
+    match value {
+        Some(serde_json::Value::Bool(true)) => EarlyStopping::Stop,
+        Some(serde_json::Value::String(text)) if text == "never" => EarlyStopping::Never,
+        _ => EarlyStopping::Heuristic,
+    }
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    fn forward(&self, input: &Tensor) -> Tensor {
+        let width = self.weight.size()[0];
+        input.layer_norm([width], Some(&self.weight), Some(&self.bias), 1e-5, false)
+    }
+}
+
+struct Attention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    out: Linear,
+    heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    /// [rows, length, d_model] -> [rows, heads, length, head_dim]
+    fn split(&self, input: &Tensor) -> Tensor {
+        let size = input.size();
+        input
+            .view([size[0], size[1], self.heads, self.head_dim])
+            .transpose(1, 2)
+    }
+
+    /// Scaled dot-product attention of `query` (already split) over `keys`
+    /// and `values`, then the output projection.
+    fn attend(
+        &self,
+        query: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Tensor {
+        let scaling = (self.head_dim as f64).powf(-0.5);
+        let mut scores = query.matmul(&keys.transpose(-1, -2)) * scaling;
+        if let Some(bias) = bias {
+            scores += bias;
+        }
+        let context = scores.softmax(-1, Kind::Float).matmul(values);
+        let size = context.size();
+        let merged = context.transpose(1, 2).contiguous().view([
+            size[0],
+            size[2],
+            self.heads * self.head_dim,
+        ]);
+        self.out.forward(&merged)
+    }
+
+    fn self_attention(&self, input: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let query = self.split(&self.query.forward(input));
+        let keys = self.split(&self.key.forward(input));
+        let values = self.split(&self.value.forward(input));
+        self.attend(&query, &keys, &values, bias)
+    }
+}
+
+struct FeedForward {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+struct EncoderLayer {
+    attention: Attention,
+    attention_norm: LayerNorm,
+    feed_forward: FeedForward,
+    final_norm: LayerNorm,
+}
+
+struct DecoderLayer {
+    attention: Attention,
+    attention_norm: LayerNorm,
+    cross_attention: Attention,
+    cross_attention_norm: LayerNorm,
+    feed_forward: FeedForward,
+    final_norm: LayerNorm,
+}
+
+pub struct MarianModel {
+    shared: Tensor,
+    positions: Tensor,
+    embed_scale: f64,
+    encoder: Vec<EncoderLayer>,
+    decoder: Vec<DecoderLayer>,
+    lm_head: Linear,
+    final_logits_bias: Tensor,
+    activation: fn(&Tensor) -> Tensor,
+    pad_id: i64,
+    eos_id: i64,
+    decoder_start_id: i64,
+    generation: GenerationDefaults,
+    device: Device,
+}
+
+/// The sinusoidal table of transformers' `MarianSinusoidalPositionalEmbedding`:
+/// sines of every even frequency in the first half, cosines in the second.
+pub fn sinusoidal_positions(positions: i64, dim: i64) -> Tensor {
+    let half = (dim + 1) / 2;
+    let mut table = vec![0f32; (positions * dim) as usize];
+    for position in 0..positions {
+        for j in 0..dim {
+            let angle = position as f64 / 10000f64.powf((2 * (j / 2)) as f64 / dim as f64);
+            let column = if j % 2 == 0 { j / 2 } else { half + j / 2 };
+            let value = if j % 2 == 0 { angle.sin() } else { angle.cos() };
+            table[(position * dim + column) as usize] = value as f32;
+        }
+    }
+    Tensor::from_slice(&table).view([positions, dim])
+}
+
+fn activation(name: &str) -> Result<fn(&Tensor) -> Tensor, String> {
+    Ok(match name {
+        "swish" | "silu" => |x: &Tensor| x.silu(),
+        "gelu" => |x: &Tensor| x.gelu("none"),
+        "gelu_new" | "gelu_pytorch_tanh" => |x: &Tensor| x.gelu("tanh"),
+        "relu" => |x: &Tensor| x.relu(),
+        other => return Err(format!("unsupported activation_function {other:?}")),
+    })
+}
+
+/// Named tensors of a checkpoint file, in fp32 on the CPU.
+fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>, String> {
+    let named = if path.extension().is_some_and(|ext| ext == "safetensors") {
+        Tensor::read_safetensors(path)
+    } else {
+        Tensor::load_multi(path)
+    }
+    .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    Ok(named
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor.to_kind(Kind::Float)))
+        .collect())
+}
+
+impl MarianModel {
+    pub fn load(
+        config_path: &Path,
+        generation_config_path: Option<&Path>,
+        weights_path: &Path,
+        precision: Precision,
+        device: Device,
+    ) -> Result<MarianModel, String> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))
+        };
+        let config: MarianConfig = serde_json::from_str(&read(config_path)?).map_err(|error| {
+            format!("{} is not a Marian config: {error}", config_path.display())
+        })?;
+        let overrides: GenerationConfigFile = match generation_config_path {
+            Some(path) => serde_json::from_str(&read(path)?)
+                .map_err(|error| format!("{} is not valid: {error}", path.display()))?,
+            None => GenerationConfigFile::default(),
+        };
+        let tensors = read_tensors(weights_path)?;
+        Self::from_tensors(&config, &overrides, &tensors, precision, device)
+    }
+
+    fn from_tensors(
+        config: &MarianConfig,
+        overrides: &GenerationConfigFile,
+        tensors: &HashMap<String, Tensor>,
+        precision: Precision,
+        device: Device,
+    ) -> Result<MarianModel, String> {
+        let get = |name: &str| {
+            tensors
+                .get(name)
+                .map(|tensor| tensor.to_device(device))
+                .ok_or_else(|| format!("the weights have no tensor {name}"))
+        };
+        let linear = |prefix: &str| -> Result<Linear, String> {
+            let weight = get(&format!("{prefix}.weight"))?;
+            let bias = get(&format!("{prefix}.bias"))?;
+            Ok(Linear::new(&weight, Some(&bias), precision))
+        };
+        let layer_norm = |prefix: &str| -> Result<LayerNorm, String> {
+            Ok(LayerNorm {
+                weight: get(&format!("{prefix}.weight"))?,
+                bias: get(&format!("{prefix}.bias"))?,
+            })
+        };
+        let attention = |prefix: &str, heads: i64| -> Result<Attention, String> {
+            Ok(Attention {
+                query: linear(&format!("{prefix}.q_proj"))?,
+                key: linear(&format!("{prefix}.k_proj"))?,
+                value: linear(&format!("{prefix}.v_proj"))?,
+                out: linear(&format!("{prefix}.out_proj"))?,
+                heads,
+                head_dim: config.d_model / heads,
+            })
+        };
+        let feed_forward = |prefix: &str| -> Result<FeedForward, String> {
+            Ok(FeedForward {
+                fc1: linear(&format!("{prefix}.fc1"))?,
+                fc2: linear(&format!("{prefix}.fc2"))?,
+            })
+        };
+        let encoder = (0..config.encoder_layers)
+            .map(|layer| {
+                let prefix = format!("model.encoder.layers.{layer}");
+                Ok(EncoderLayer {
+                    attention: attention(
+                        &format!("{prefix}.self_attn"),
+                        config.encoder_attention_heads,
+                    )?,
+                    attention_norm: layer_norm(&format!("{prefix}.self_attn_layer_norm"))?,
+                    feed_forward: feed_forward(&prefix)?,
+                    final_norm: layer_norm(&format!("{prefix}.final_layer_norm"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let decoder = (0..config.decoder_layers)
+            .map(|layer| {
+                let prefix = format!("model.decoder.layers.{layer}");
+                Ok(DecoderLayer {
+                    attention: attention(
+                        &format!("{prefix}.self_attn"),
+                        config.decoder_attention_heads,
+                    )?,
+                    attention_norm: layer_norm(&format!("{prefix}.self_attn_layer_norm"))?,
+                    cross_attention: attention(
+                        &format!("{prefix}.encoder_attn"),
+                        config.decoder_attention_heads,
+                    )?,
+                    cross_attention_norm: layer_norm(&format!("{prefix}.encoder_attn_layer_norm"))?,
+                    feed_forward: feed_forward(&prefix)?,
+                    final_norm: layer_norm(&format!("{prefix}.final_layer_norm"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        // Tied weights are saved once, under any of these names.
+        let shared = ["model.shared.weight", "model.encoder.embed_tokens.weight"]
+            .iter()
+            .find_map(|name| get(name).ok())
+            .ok_or("the weights have no shared embeddings (model.shared.weight)")?;
+        let lm_head_weight = get("lm_head.weight").unwrap_or_else(|_| shared.shallow_clone());
+        let vocab = config.decoder_vocab_size.unwrap_or(config.vocab_size);
+        let final_logits_bias = get("final_logits_bias")
+            .map(|bias| bias.view([-1]))
+            .unwrap_or_else(|_| Tensor::zeros([vocab], (Kind::Float, device)));
+        let generation = GenerationDefaults {
+            bad_words_ids: overrides
+                .bad_words_ids
+                .clone()
+                .or_else(|| config.bad_words_ids.clone())
+                .unwrap_or_default(),
+            forced_eos_token_id: overrides.forced_eos_token_id.or(config.forced_eos_token_id),
+            length_penalty: overrides
+                .length_penalty
+                .or(config.length_penalty)
+                .unwrap_or(1.0),
+            early_stopping: early_stopping(
+                overrides
+                    .early_stopping
+                    .as_ref()
+                    .or(config.early_stopping.as_ref()),
+            ),
+        };
+        Ok(MarianModel {
+            positions: sinusoidal_positions(config.max_position_embeddings, config.d_model)
+                .to_device(device),
+            embed_scale: if config.scale_embedding {
+                (config.d_model as f64).sqrt()
+            } else {
+                1.0
+            },
+            lm_head: Linear::new(&lm_head_weight, None, precision),
+            shared,
+            encoder,
+            decoder,
+            final_logits_bias,
+            activation: activation(&config.activation_function)?,
+            pad_id: config.pad_token_id,
+            eos_id: config.eos_token_id,
+            decoder_start_id: overrides
+                .decoder_start_token_id
+                .unwrap_or(config.decoder_start_token_id),
+            generation,
+            device,
+        })
+    }
+
+    /// The longest source or output the position table covers.
+    pub fn max_positions(&self) -> i64 {
+        self.positions.size()[0]
+    }
+
+    fn feed_forward(&self, block: &FeedForward, input: &Tensor) -> Tensor {
+        block
+            .fc2
+            .forward(&(self.activation)(&block.fc1.forward(input)))
+    }
+
+    fn encode(&self, ids: &Tensor, mask: &Tensor) -> (Tensor, Tensor) {
+        let length = ids.size()[1];
+        let mut hidden =
+            self.shared
+                .index_select(0, &ids.view([-1]))
+                .view([ids.size()[0], ids.size()[1], -1])
+                * self.embed_scale
+                + self.positions.narrow(0, 0, length);
+        // 0 where a source token is, a large negative number over padding.
+        let bias = ((mask.to_kind(Kind::Float) - 1.0) * -(f32::MIN as f64)).view([
+            mask.size()[0],
+            1,
+            1,
+            length,
+        ]);
+        for layer in &self.encoder {
+            let attended = layer.attention.self_attention(&hidden, Some(&bias));
+            hidden = layer.attention_norm.forward(&(hidden + attended));
+            let transformed = self.feed_forward(&layer.feed_forward, &hidden);
+            hidden = layer.final_norm.forward(&(hidden + transformed));
+        }
+        (hidden, bias)
+    }
+}
+
+impl Seq2SeqLm for MarianModel {
+    fn start(&self, sources: &[&[i64]]) -> DecoderState {
+        let longest = sources
+            .iter()
+            .map(|ids| ids.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut ids = Vec::with_capacity(sources.len() * longest);
+        let mut mask = Vec::with_capacity(sources.len() * longest);
+        for source in sources {
+            ids.extend_from_slice(source);
+            mask.extend(std::iter::repeat_n(1i64, source.len()));
+            ids.extend(std::iter::repeat_n(self.pad_id, longest - source.len()));
+            mask.extend(std::iter::repeat_n(0i64, longest - source.len()));
+        }
+        let rows = sources.len() as i64;
+        let ids = Tensor::from_slice(&ids)
+            .view([rows, longest as i64])
+            .to_device(self.device);
+        let mask = Tensor::from_slice(&mask)
+            .view([rows, longest as i64])
+            .to_device(self.device);
+        let (encoded, source_bias) = self.encode(&ids, &mask);
+        let (mut cross_keys, mut cross_values) = (Vec::new(), Vec::new());
+        for layer in &self.decoder {
+            let attention = &layer.cross_attention;
+            cross_keys.push(attention.split(&attention.key.forward(&encoded)));
+            cross_values.push(attention.split(&attention.value.forward(&encoded)));
+        }
+        let empty = |layer: &DecoderLayer| {
+            let attention = &layer.attention;
+            Tensor::zeros(
+                [rows, attention.heads, 0, attention.head_dim],
+                (Kind::Float, self.device),
+            )
+        };
+        DecoderState {
+            self_keys: self.decoder.iter().map(empty).collect(),
+            self_values: self.decoder.iter().map(empty).collect(),
+            cross_keys,
+            cross_values,
+            source_bias,
+            position: 0,
+        }
+    }
+
+    fn step(&self, tokens: &[i64], state: &mut DecoderState) -> Tensor {
+        let rows = tokens.len() as i64;
+        let ids = Tensor::from_slice(tokens)
+            .view([rows, 1])
+            .to_device(self.device);
+        let mut hidden = self
+            .shared
+            .index_select(0, &ids.view([-1]))
+            .view([rows, 1, -1])
+            * self.embed_scale
+            + self.positions.narrow(0, state.position, 1);
+        for (index, layer) in self.decoder.iter().enumerate() {
+            let attention = &layer.attention;
+            let query = attention.split(&attention.query.forward(&hidden));
+            let keys = Tensor::cat(
+                &[
+                    &state.self_keys[index],
+                    &attention.split(&attention.key.forward(&hidden)),
+                ],
+                2,
+            );
+            let values = Tensor::cat(
+                &[
+                    &state.self_values[index],
+                    &attention.split(&attention.value.forward(&hidden)),
+                ],
+                2,
+            );
+            let attended = attention.attend(&query, &keys, &values, None);
+            state.self_keys[index] = keys;
+            state.self_values[index] = values;
+            hidden = layer.attention_norm.forward(&(hidden + attended));
+
+            let cross = &layer.cross_attention;
+            let query = cross.split(&cross.query.forward(&hidden));
+            let attended = cross.attend(
+                &query,
+                &state.cross_keys[index],
+                &state.cross_values[index],
+                Some(&state.source_bias),
+            );
+            hidden = layer.cross_attention_norm.forward(&(hidden + attended));
+            let transformed = self.feed_forward(&layer.feed_forward, &hidden);
+            hidden = layer.final_norm.forward(&(hidden + transformed));
+        }
+        state.position += 1;
+        self.lm_head.forward(&hidden.select(1, 0)) + &self.final_logits_bias
+    }
+
+    fn decoder_start_id(&self) -> i64 {
+        self.decoder_start_id
+    }
+
+    fn eos_id(&self) -> i64 {
+        self.eos_id
+    }
+
+    fn generation(&self) -> &GenerationDefaults {
+        &self.generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinusoidal_table_matches_transformers_layout() {
+        // transformers: out[:, :dim/2] = sin(pos / 10000^(2i/dim)), out[:, dim/2:] = cos(...)
+        let table = sinusoidal_positions(3, 4);
+        let value = |row: i64, column: i64| table.double_value(&[row, column]);
+        assert_eq!(value(0, 0), 0.0);
+        assert_eq!(value(0, 2), 1.0);
+        assert!((value(2, 0) - 2f64.sin()).abs() < 1e-6);
+        assert!((value(2, 1) - (2.0 / 100f64).sin()).abs() < 1e-6);
+        assert!((value(2, 2) - 2f64.cos()).abs() < 1e-6);
+        assert!((value(2, 3) - (2.0 / 100f64).cos()).abs() < 1e-6);
+    }
+}
