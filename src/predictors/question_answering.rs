@@ -9,9 +9,7 @@ use tch::Device;
 
 use super::{model_error, read_json, FAULT_INPUT};
 use crate::configuration::QaSettings;
-use crate::encoder::bert::BertQa;
-use crate::encoder::distilbert::DistilBertQa;
-use crate::encoder::{run_windows, SpanEncoder, WindowLogits};
+use crate::encoder::{load_span_encoder, run_windows, SpanEncoder, WindowLogits};
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::engine::{BatchShape, LoadError, LoadReport, PredictError, Predictor, Task, TaskHandle};
 use crate::generation::linear::{fbgemm_available, Precision};
@@ -110,16 +108,8 @@ impl Predictor for QaPredictor {
         .map_err(|e| model_error(&files.source, e))?;
         let weights = files.require("rust_model.ot")?;
         let device = config.device;
-        let encoder: Box<dyn SpanEncoder> = match model_type.as_str() {
-            "distilbert" => DistilBertQa::load(config_path, weights, precision, device)
-                .map(|model| Box::new(model) as Box<dyn SpanEncoder>),
-            "bert" => BertQa::load(config_path, weights, precision, device)
-                .map(|model| Box::new(model) as Box<dyn SpanEncoder>),
-            other => Err(format!(
-                "question answering runs DistilBERT and BERT models; this one is {other}"
-            )),
-        }
-        .map_err(|e| model_error(&files.source, e))?;
+        let encoder = load_span_encoder(&model_type, config_path, weights, precision, device)
+            .map_err(|e| model_error(&files.source, e))?;
         // The tokenizer does not change when a model is reloaded.
         let _ = config.tokenizer.set(Arc::new(tokenizer));
         Ok(QaPredictor {
