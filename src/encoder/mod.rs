@@ -9,7 +9,11 @@ pub mod distilbert;
 pub mod layers;
 pub mod weights;
 
+use std::path::Path;
+
 use tch::{Device, Kind, Tensor};
+
+use crate::generation::linear::Precision;
 
 use crate::qa::windows::Window;
 
@@ -56,6 +60,35 @@ pub trait SpanEncoder {
     /// The id padding fills windows with.
     fn pad_id(&self) -> i64;
     fn device(&self) -> Device;
+}
+
+/// Loads the span encoder of a config.json's `model_type`.
+pub fn load_span_encoder(
+    model_type: &str,
+    config_path: &Path,
+    weights_path: &Path,
+    precision: Precision,
+    device: Device,
+) -> Result<Box<dyn SpanEncoder>, String> {
+    Ok(match model_type {
+        "distilbert" => Box::new(distilbert::DistilBertQa::load(
+            config_path,
+            weights_path,
+            precision,
+            device,
+        )?),
+        "bert" => Box::new(bert::BertQa::load(
+            config_path,
+            weights_path,
+            precision,
+            device,
+        )?),
+        other => {
+            return Err(format!(
+                "question answering runs DistilBERT and BERT models; this one is {other}"
+            ))
+        }
+    })
 }
 
 /// A span head's [windows, tokens, 2] output as start and end logits,

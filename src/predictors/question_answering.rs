@@ -9,9 +9,7 @@ use tch::Device;
 
 use super::{model_error, read_json, FAULT_INPUT};
 use crate::configuration::QaSettings;
-use crate::encoder::bert::BertQa;
-use crate::encoder::distilbert::DistilBertQa;
-use crate::encoder::{run_windows, SpanEncoder, WindowLogits};
+use crate::encoder::{load_span_encoder, run_windows, SpanEncoder, WindowLogits};
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::engine::{BatchShape, LoadError, LoadReport, PredictError, Predictor, Task, TaskHandle};
 use crate::generation::linear::{fbgemm_available, Precision};
@@ -81,7 +79,14 @@ impl Predictor for QaPredictor {
             .as_str()
             .unwrap_or("distilbert")
             .to_string();
-        check_precision(settings.precision, config.device, &files.source)?;
+        let precision = runnable_precision(settings.precision, config.device, fbgemm_available());
+        if precision != settings.precision {
+            tracing::warn!(
+                "qa precision {} needs libtorch's fbgemm kernels on an x86-64 CPU with AVX2; running fp32 on {:?}",
+                settings.precision.name(),
+                config.device
+            );
+        }
         // An explicit do_lower_case in the model's tokenizer_config.json wins.
         let lower_case = match files.get("tokenizer_config.json") {
             Some(path) => read_json(path)?["do_lower_case"]
@@ -102,17 +107,9 @@ impl Predictor for QaPredictor {
         )
         .map_err(|e| model_error(&files.source, e))?;
         let weights = files.require("rust_model.ot")?;
-        let (precision, device) = (settings.precision, config.device);
-        let encoder: Box<dyn SpanEncoder> = match model_type.as_str() {
-            "distilbert" => DistilBertQa::load(config_path, weights, precision, device)
-                .map(|model| Box::new(model) as Box<dyn SpanEncoder>),
-            "bert" => BertQa::load(config_path, weights, precision, device)
-                .map(|model| Box::new(model) as Box<dyn SpanEncoder>),
-            other => Err(format!(
-                "question answering runs DistilBERT and BERT models; this one is {other}"
-            )),
-        }
-        .map_err(|e| model_error(&files.source, e))?;
+        let device = config.device;
+        let encoder = load_span_encoder(&model_type, config_path, weights, precision, device)
+            .map_err(|e| model_error(&files.source, e))?;
         // The tokenizer does not change when a model is reloaded.
         let _ = config.tokenizer.set(Arc::new(tokenizer));
         Ok(QaPredictor {
@@ -135,28 +132,43 @@ impl Predictor for QaPredictor {
     }
 }
 
-/// fp16 and int8 run on libtorch's fbgemm kernels: CPU only, x86-64 with AVX2.
-fn check_precision(precision: Precision, device: Device, source: &str) -> Result<(), LoadError> {
-    if precision == Precision::Fp32 {
-        return Ok(());
+/// The precision QA can run at: fp16 and int8 use libtorch's fbgemm kernels
+/// (CPU only, x86-64 with AVX2); elsewhere the default int8 gives way to fp32,
+/// so that a GPU or another CPU still serves.
+fn runnable_precision(requested: Precision, device: Device, fbgemm: bool) -> Precision {
+    if requested != Precision::Fp32 && (device != Device::Cpu || !fbgemm) {
+        Precision::Fp32
+    } else {
+        requested
     }
-    if device != Device::Cpu {
-        return Err(model_error(
-            source,
-            format!(
-                "precision {} runs on the CPU only (libtorch's fbgemm kernels); use fp32 on {device:?}",
-                precision.name()
-            ),
-        ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduced_precision_needs_fbgemm_on_the_cpu() {
+        let cpu = Device::Cpu;
+        assert_eq!(
+            runnable_precision(Precision::Int8, cpu, true),
+            Precision::Int8
+        );
+        assert_eq!(
+            runnable_precision(Precision::Fp16, cpu, true),
+            Precision::Fp16
+        );
+        assert_eq!(
+            runnable_precision(Precision::Int8, cpu, false),
+            Precision::Fp32
+        );
+        assert_eq!(
+            runnable_precision(Precision::Int8, Device::Cuda(0), true),
+            Precision::Fp32
+        );
+        assert_eq!(
+            runnable_precision(Precision::Fp32, cpu, false),
+            Precision::Fp32
+        );
     }
-    if !fbgemm_available() {
-        return Err(model_error(
-            source,
-            format!(
-                "precision {} needs libtorch's fbgemm kernels (x86-64 with AVX2); use fp32",
-                precision.name()
-            ),
-        ));
-    }
-    Ok(())
 }

@@ -1,7 +1,7 @@
 //! How far fp16 and int8 weights move a model from fp32, for the benchmark
 //! report and for choosing each task's default precision. The model
 //! directory's config.json says which report: GPT-2 (`causal`: greedy
-//! agreement, logit drift, decoding speed), DistilBERT question answering
+//! agreement, logit drift, decoding speed), DistilBERT or BERT question answering
 //! (`qa`: identical answer spans, logit drift, forward time) or Marian
 //! translation (`generation::precision_check`: identical greedy and beam-4
 //! translations, top-1 agreement, time per sentence).
@@ -32,7 +32,9 @@ fn main() -> anyhow::Result<()> {
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
     let _no_grad = tch::no_grad_guard();
     let report = match config["model_type"].as_str() {
-        Some("distilbert") => qa::report(&dir, &text_file, count)?,
+        Some(model_type @ ("distilbert" | "bert")) => {
+            qa::report(model_type, &dir, &text_file, count)?
+        }
         Some("marian") => translation_report(
             &dir,
             &std::fs::read_to_string(&text_file)?,

@@ -1,4 +1,4 @@
-//! DistilBERT question answering: how often fp16 and int8 give fp32's
+//! DistilBERT and BERT question answering: how often fp16 and int8 give fp32's
 //! answers (the same spans, as the server selects them), how far their
 //! start/end logits move, and how long a forward pass takes.
 //!
@@ -10,8 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use nlp_serve::encoder::distilbert::DistilBertQa;
-use nlp_serve::encoder::{run_windows, WindowLogits};
+use nlp_serve::encoder::{load_span_encoder, run_windows, WindowLogits};
 use nlp_serve::generation::linear::Precision;
 use nlp_serve::qa::spans;
 use nlp_serve::qa::windows::{EncodedQuestion, QaTokenizer, Window, WindowLimits};
@@ -51,6 +50,7 @@ struct Run {
 }
 
 pub fn report(
+    model_type: &str,
     dir: &Path,
     text_file: &Path,
     paragraphs: Option<usize>,
@@ -71,7 +71,8 @@ pub fn report(
     let cases = cases(&tokenizer, &text, paragraphs.unwrap_or(12))?;
     let weights = weights_file(dir)?;
     let run = |precision| -> anyhow::Result<Run> {
-        let model = DistilBertQa::load(&dir.join("config.json"), &weights, precision, Device::Cpu)
+        let config = dir.join("config.json");
+        let model = load_span_encoder(model_type, &config, &weights, precision, Device::Cpu)
             .map_err(anyhow::Error::msg)?;
         let mut run = Run {
             answers: Vec::new(),
@@ -82,7 +83,7 @@ pub fn report(
         for case in &cases {
             let windows: Vec<&Window> = case.encoded.job.windows.iter().collect();
             let started = Instant::now();
-            let logits = run_windows(&model, &windows, WINDOW_BATCH);
+            let logits = run_windows(&*model, &windows, WINDOW_BATCH);
             let elapsed = started.elapsed().as_secs_f64() * 1000.0;
             if case.document {
                 run.document_ms.push(elapsed);
