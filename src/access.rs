@@ -1,8 +1,10 @@
 //! Who may call the service, and how often: optional API keys (Bearer,
 //! compared in constant time) and a per-client rate limit (per API key,
-//! else per IP address). Both answer with the service's JSON errors and run
-//! before any model work. Keys are never logged.
+//! else per IP address: the peer's, or behind configured trusted proxies the
+//! one their X-Forwarded-For names). Both answer with the service's JSON
+//! errors and run before any model work. Keys are never logged.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use actix_web::web::Data;
 use actix_web::{Error, ResponseError};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
 use crate::configuration::{AuthSettings, RateLimitSettings};
@@ -32,6 +35,21 @@ pub struct AccessControl {
     keys: Vec<Vec<u8>>,
     protect_operations: bool,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
+    trusted_proxies: Vec<IpNet>,
+}
+
+/// Addresses ("10.0.0.1") or networks ("10.0.0.0/8") as networks.
+pub fn parse_networks(entries: &[String]) -> Result<Vec<IpNet>, String> {
+    entries
+        .iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{entry:?} is neither an IP address nor a CIDR network"))
+        })
+        .collect()
 }
 
 /// Why a request was turned away.
@@ -57,7 +75,40 @@ impl AccessControl {
                 .collect(),
             protect_operations: auth.protect_operations,
             limiter,
+            // Checked when the settings load.
+            trusted_proxies: parse_networks(&limits.trusted_proxies).unwrap_or_default(),
         }
+    }
+
+    /// The client a request comes from: its peer, unless the peer is a
+    /// trusted proxy; then the rightmost X-Forwarded-For address that is not
+    /// a trusted proxy (the leftmost if all are). Entries left of that one
+    /// were written by the client and are never believed.
+    pub fn client_address(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> String {
+        let trusted =
+            |address: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(address));
+        let Some(peer) = peer else {
+            return "unknown".to_string();
+        };
+        if !trusted(&peer) {
+            return peer.to_string();
+        }
+        let mut client = peer;
+        for entry in forwarded_for.unwrap_or("").rsplit(',') {
+            let entry = entry.trim().trim_start_matches('[').trim_end_matches(']');
+            if entry.is_empty() {
+                continue;
+            }
+            // A hop that is not an address ends the chain we can believe.
+            let Ok(address) = entry.parse::<IpAddr>() else {
+                break;
+            };
+            client = address;
+            if !trusted(&address) {
+                break;
+            }
+        }
+        client.to_string()
     }
 
     fn exempt(&self, path: &str) -> bool {
@@ -133,10 +184,14 @@ pub async fn check(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let decision = match request.app_data::<Data<AccessControl>>() {
         Some(access) => {
-            let peer = request
-                .peer_addr()
-                .map(|address| address.ip().to_string())
-                .unwrap_or_else(|| "unknown".to_string());
+            let forwarded_for = request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|value| value.to_str().ok());
+            let peer = access.client_address(
+                request.peer_addr().map(|address| address.ip()),
+                forwarded_for,
+            );
             let authorization = request
                 .headers()
                 .get(AUTHORIZATION)
@@ -167,6 +222,7 @@ mod tests {
             &RateLimitSettings {
                 requests_per_second: per_second,
                 burst,
+                trusted_proxies: vec!["10.0.0.0/8".into(), "192.168.1.1".into()],
             },
         )
     }
@@ -194,6 +250,58 @@ mod tests {
         );
         assert_eq!(closed.admit("/health", None, "1.2.3.4"), Ok(()));
         assert_eq!(closed.admit("/", None, "1.2.3.4"), Ok(()));
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let access = access(&[], 0, 0);
+        let ip = |text: &str| text.parse::<IpAddr>().ok();
+        // A client connecting directly cannot name another client.
+        assert_eq!(
+            access.client_address(ip("8.8.8.8"), Some("1.2.3.4")),
+            "8.8.8.8"
+        );
+        // Behind a trusted proxy: the address it appended.
+        assert_eq!(
+            access.client_address(ip("10.1.2.3"), Some("1.2.3.4")),
+            "1.2.3.4"
+        );
+        // A spoofed entry left of the real one is ignored.
+        assert_eq!(
+            access.client_address(ip("10.1.2.3"), Some("6.6.6.6, 1.2.3.4")),
+            "1.2.3.4"
+        );
+        // Two trusted proxies in a row (a network and a single address).
+        assert_eq!(
+            access.client_address(ip("10.1.2.3"), Some("6.6.6.6, 1.2.3.4, 192.168.1.1")),
+            "1.2.3.4"
+        );
+        // All hops trusted: the leftmost; no header: the proxy itself.
+        assert_eq!(
+            access.client_address(ip("10.1.2.3"), Some("10.9.9.9")),
+            "10.9.9.9"
+        );
+        assert_eq!(access.client_address(ip("10.1.2.3"), None), "10.1.2.3");
+        // Garbage ends the believed chain; IPv6 in brackets is read.
+        assert_eq!(
+            access.client_address(ip("10.1.2.3"), Some("1.2.3.4, junk")),
+            "10.1.2.3"
+        );
+        assert_eq!(
+            access.client_address(ip("10.1.2.3"), Some("[2001:db8::1]")),
+            "2001:db8::1"
+        );
+        assert_eq!(access.client_address(None, Some("1.2.3.4")), "unknown");
+    }
+
+    #[test]
+    fn proxies_are_addresses_or_networks() {
+        assert_eq!(
+            parse_networks(&["10.0.0.0/8".into(), " ::1 ".into()]).map(|n| n.len()),
+            Ok(2)
+        );
+        assert!(parse_networks(&["10.0.0.0/33".into()]).is_err());
+        assert!(parse_networks(&["proxy.local".into()]).is_err());
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct AuthSettings {
 pub struct RateLimitSettings {
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Proxies (addresses or CIDR networks) whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -232,7 +234,8 @@ impl Settings {
                     .try_parsing(true)
                     .list_separator(",")
                     .with_list_parse_key("auth.api_keys")
-                    .with_list_parse_key("cors.allowed_origins"),
+                    .with_list_parse_key("cors.allowed_origins")
+                    .with_list_parse_key("rate_limit.trusted_proxies"),
             );
             if let Ok(port) = std::env::var("PORT") {
                 builder = builder.set_override("server.port", port)?;
@@ -282,6 +285,9 @@ impl Settings {
             return bad(
                 "qa.doc_stride + qa.max_question_tokens + 3 must be smaller than qa.max_seq_length",
             );
+        }
+        if let Err(error) = crate::access::parse_networks(&self.rate_limit.trusted_proxies) {
+            return bad(&format!("rate_limit.trusted_proxies: {error}"));
         }
         if self.qa.max_answer_tokens == 0 {
             return bad("qa.max_answer_tokens must be at least 1");

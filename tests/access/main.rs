@@ -114,6 +114,44 @@ fn each_client_gets_its_own_rate_limit() {
     assert_eq!(post_with(&app, "/translate", Some("b")).status(), 200);
 }
 
+/// Status of a /translate request that says it was forwarded for `client`.
+fn forwarded_for(app: &TestApp, client: &str) -> u16 {
+    app.client
+        .post(app.url("/translate"))
+        .header("x-forwarded-for", client)
+        .json(&json!({"text": "Hello."}))
+        .send()
+        .expect("answered")
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    // The test client connects from 127.0.0.1: the "proxy".
+    let app = started(|s| {
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 1;
+        s.rate_limit.trusted_proxies = vec!["127.0.0.0/8".into()];
+    });
+    assert_eq!(forwarded_for(&app, "203.0.113.1"), 200);
+    assert_eq!(forwarded_for(&app, "203.0.113.2"), 200, "another client");
+    assert_eq!(forwarded_for(&app, "203.0.113.1"), 429, "the first, again");
+    // A client cannot escape its limit by prepending addresses.
+    assert_eq!(forwarded_for(&app, "198.51.100.7, 203.0.113.1"), 429);
+}
+
+#[test]
+fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let app = started(|s| {
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 1;
+    });
+    assert_eq!(forwarded_for(&app, "203.0.113.1"), 200);
+    // Spoofing another address does not buy a new budget.
+    assert_eq!(forwarded_for(&app, "203.0.113.2"), 429);
+}
+
 #[test]
 fn cors_answers_only_configured_origins() {
     let app = started(|s| s.cors.allowed_origins = vec!["https://app.example".into()]);
