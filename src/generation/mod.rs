@@ -6,6 +6,7 @@
 //! forward passes (`gpt2`) with weights at a chosen precision (`linear`)
 //! are the first `CausalLm`.
 
+pub mod checkpoint;
 pub mod detokenize;
 pub mod gpt2;
 pub mod kv_cache;
