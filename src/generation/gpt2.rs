@@ -1,21 +1,21 @@
-//! GPT-2 forward passes for incremental decoding, over the weights of
-//! rust-bert's `GPT2LMHeadModel`.
+//! GPT-2 forward passes for incremental decoding, over weights read by
+//! `checkpoint` (transformers' safetensors, sharded or not, or rust-bert's
+//! rust_model.ot) and a config.json read with transformers' defaults.
 //!
-//! rust-bert builds the model and loads its variables; this module reads
-//! them back and runs two passes: `prefill` (several prompts at once,
+//! Two passes: `prefill` (several prompts at once,
 //! left-padded, causal attention, logits for the last position only) and
 //! `step` (one new token for every row of a `KvCache`, each at its own
 //! position). Linear layers run at the
 //! configured `Precision`; at fp32 the logits match rust-bert's forward pass
 //! (tested).
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use rust_bert::gpt2::{GPT2LMHeadModel, Gpt2Config};
 use rust_bert::Activation;
-use tch::nn::VarStore;
+use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
+
+use super::checkpoint::Checkpoint;
 
 use super::kv_cache::{KvCache, Prefilled};
 use super::linear::{Linear, Precision};
@@ -46,6 +46,8 @@ struct Block {
     ln_2: LayerNorm,
     mlp_in: Linear,
     mlp_out: Linear,
+    /// Attention score scale (transformers' scale_attn_* settings).
+    scale: f64,
 }
 
 /// The shape numbers a caller needs.
@@ -69,7 +71,72 @@ pub struct Gpt2Decoder {
     device: Device,
 }
 
+/// The config.json fields GPT-2 uses, with transformers' defaults for any
+/// left out (`GPT2Config`).
+#[derive(Debug, Deserialize)]
+struct Gpt2Config {
+    #[serde(default = "default_layers")]
+    n_layer: usize,
+    #[serde(default = "default_heads")]
+    n_head: i64,
+    #[serde(default = "default_width")]
+    n_embd: i64,
+    #[serde(default = "default_positions")]
+    n_positions: usize,
+    #[serde(default = "default_vocab")]
+    vocab_size: i64,
+    #[serde(default = "default_eps")]
+    layer_norm_epsilon: f64,
+    #[serde(default = "default_activation")]
+    activation_function: String,
+    #[serde(default = "default_true")]
+    scale_attn_weights: bool,
+    #[serde(default)]
+    scale_attn_by_inverse_layer_idx: bool,
+}
+
+fn default_layers() -> usize {
+    12
+}
+fn default_heads() -> i64 {
+    12
+}
+fn default_width() -> i64 {
+    768
+}
+fn default_positions() -> usize {
+    1024
+}
+fn default_vocab() -> i64 {
+    50257
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_activation() -> String {
+    "gelu_new".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// transformers' `ACT2FN` names, as far as GPT-2 checkpoints use them.
+pub(crate) fn activation(name: &str) -> Result<fn(&Tensor) -> Tensor, String> {
+    let activation = match name {
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::gelu_new,
+        "gelu" => Activation::gelu,
+        "relu" => Activation::relu,
+        "silu" | "swish" => Activation::swish,
+        "tanh" => Activation::tanh,
+        "linear" => Activation::identity,
+        other => return Err(format!("unsupported activation_function {other:?}")),
+    };
+    Ok(*activation.get_function().get_fn())
+}
+
 impl Gpt2Decoder {
+    /// Loads config.json and the weights (`model.safetensors`, a sharded
+    /// index, or `rust_model.ot`).
     pub fn load(
         config_path: &Path,
         weights_path: &Path,
@@ -80,27 +147,17 @@ impl Gpt2Decoder {
             .map_err(|error| format!("cannot read {}: {error}", config_path.display()))?;
         let config: Gpt2Config = serde_json::from_str(&text)
             .map_err(|error| format!("{} is not a GPT-2 config: {error}", config_path.display()))?;
-        let mut store = VarStore::new(device);
-        let _model = GPT2LMHeadModel::new(store.root(), &config);
-        store
-            .load(weights_path)
-            .map_err(|error| format!("cannot load {}: {error}", weights_path.display()))?;
-        let variables = store.variables();
-        Self::from_variables(&config, &variables, precision, device)
+        let checkpoint = Checkpoint::read(weights_path, device)?;
+        Self::from_checkpoint(&config, &checkpoint, precision, device)
     }
 
-    fn from_variables(
+    fn from_checkpoint(
         config: &Gpt2Config,
-        variables: &HashMap<String, Tensor>,
+        checkpoint: &Checkpoint,
         precision: Precision,
         device: Device,
     ) -> Result<Gpt2Decoder, String> {
-        let get = |name: &str| {
-            variables
-                .get(name)
-                .map(Tensor::detach)
-                .ok_or_else(|| format!("the weights have no variable {name}"))
-        };
+        let get = |name: &str| checkpoint.get(name);
         let layer_norm = |prefix: &str| -> Result<LayerNorm, String> {
             Ok(LayerNorm {
                 weight: get(&format!("{prefix}.weight"))?,
@@ -114,9 +171,26 @@ impl Gpt2Decoder {
             let bias = get(&format!("{prefix}.bias"))?;
             Ok(Linear::new(&weight.transpose(0, 1), Some(&bias), precision))
         };
+        if config.n_head <= 0 || config.n_embd % config.n_head != 0 {
+            return Err(format!(
+                "n_embd {} is not a multiple of n_head {}",
+                config.n_embd, config.n_head
+            ));
+        }
+        let heads = config.n_head;
+        let head_dim = config.n_embd / heads;
         let blocks = (0..config.n_layer)
             .map(|layer| {
                 let prefix = format!("transformer.h.{layer}");
+                // transformers' scale_attn_weights and scale_attn_by_inverse_layer_idx.
+                let mut scale = if config.scale_attn_weights {
+                    1.0 / (head_dim as f64).sqrt()
+                } else {
+                    1.0
+                };
+                if config.scale_attn_by_inverse_layer_idx {
+                    scale /= (layer + 1) as f64;
+                }
                 Ok(Block {
                     ln_1: layer_norm(&format!("{prefix}.ln_1"))?,
                     qkv: conv1d(&format!("{prefix}.attn.c_attn"))?,
@@ -124,28 +198,27 @@ impl Gpt2Decoder {
                     ln_2: layer_norm(&format!("{prefix}.ln_2"))?,
                     mlp_in: conv1d(&format!("{prefix}.mlp.c_fc"))?,
                     mlp_out: conv1d(&format!("{prefix}.mlp.c_proj"))?,
+                    scale,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
         let token_embeddings = get("transformer.wte.weight")?;
-        // rust-bert maps gelu to gelu_new for GPT-2; so do we.
-        let activation = match config.afn {
-            None | Some(Activation::gelu) => Activation::gelu_new,
-            Some(other) => other,
-        };
-        let heads = config.n_head;
+        // Tied weights: transformers saves lm_head only when it is not the embeddings.
+        let lm_head = checkpoint
+            .find("lm_head.weight")
+            .unwrap_or_else(|| token_embeddings.shallow_clone());
         Ok(Gpt2Decoder {
-            lm_head: Linear::new(&token_embeddings, None, precision),
+            lm_head: Linear::new(&lm_head, None, precision),
             token_embeddings,
             position_embeddings: get("transformer.wpe.weight")?,
             blocks,
             ln_f: layer_norm("transformer.ln_f")?,
-            activation: *activation.get_function().get_fn(),
+            activation: activation(&config.activation_function)?,
             shape: Gpt2Shape {
-                layers: config.n_layer as usize,
+                layers: config.n_layer,
                 heads,
-                head_dim: config.n_embd / heads,
-                context_length: config.n_positions as usize,
+                head_dim,
+                context_length: config.n_positions,
                 vocab_size: config.vocab_size,
             },
             device,
@@ -209,8 +282,15 @@ impl Gpt2Decoder {
         values: &Tensor,
         bias: &Tensor,
     ) -> Tensor {
-        let attended =
-            Tensor::scaled_dot_product_attention(query, keys, values, Some(bias), 0.0, false, None);
+        let attended = Tensor::scaled_dot_product_attention(
+            query,
+            keys,
+            values,
+            Some(bias),
+            0.0,
+            false,
+            Some(block.scale),
+        );
         let hidden = hidden + block.attention_out.forward(&self.merge_heads(&attended));
         let inner = block.mlp_in.forward(&block.ln_2.forward(&hidden));
         &hidden + block.mlp_out.forward(&(self.activation)(&inner))

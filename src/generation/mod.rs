@@ -8,6 +8,7 @@
 //! (`seq2seq`), decoded by greedy or beam search (`search`); Marian
 //! (`marian`) is the first.
 
+pub mod checkpoint;
 pub mod detokenize;
 pub mod gpt2;
 pub mod kv_cache;

@@ -33,8 +33,13 @@ impl FileWanted {
     }
 }
 
-/// Weights as rust-bert/tch files or safetensors (tch picks the format by extension).
-pub const WEIGHTS: FileWanted = FileWanted::required(&["rust_model.ot", "model.safetensors"]);
+/// Weights as rust-bert/tch files, safetensors, or sharded safetensors (an
+/// index naming shards next to it; `generation::checkpoint` reads them all).
+pub const WEIGHTS: FileWanted = FileWanted::required(&[
+    "rust_model.ot",
+    "model.safetensors",
+    "model.safetensors.index.json",
+]);
 pub const CONFIG: FileWanted = FileWanted::required(&["config.json"]);
 
 /// The local paths of a model's files.

@@ -158,6 +158,7 @@ impl CompletionModel {
         let config_path = files.require("config.json")?;
         let model_config = read_json(config_path)?;
         let eos_id = model_config["eos_token_id"].as_i64().unwrap_or(50256);
+        check_model_type(&model_config).map_err(|error| model_error(&files.source, error))?;
         if config.precision != Precision::Fp32 && config.device != Device::Cpu {
             return Err(model_error(
                 &files.source,
@@ -179,7 +180,7 @@ impl CompletionModel {
         }
         let decoder = Gpt2Decoder::load(
             config_path,
-            files.require("rust_model.ot")?,
+            files.require(WEIGHTS.names[0])?,
             config.precision,
             config.device,
         )
@@ -209,5 +210,24 @@ impl CompletionModel {
             eos_id,
             encoder,
         })
+    }
+}
+
+/// The `model_type` values this engine has forward passes for.
+pub const SUPPORTED_MODEL_TYPES: [&str; 2] = ["gpt2", "distilgpt2"];
+
+/// Refuses a config.json whose `model_type` names an architecture without
+/// forward passes here (a missing one is taken as GPT-2, as rust-bert's
+/// converted configs sometimes leave it out).
+fn check_model_type(config: &serde_json::Value) -> Result<(), String> {
+    match config.get("model_type") {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::String(name)) if SUPPORTED_MODEL_TYPES.contains(&name.as_str()) => {
+            Ok(())
+        }
+        Some(other) => Err(format!(
+            "model_type {other} is not a supported completion model; supported: {}",
+            SUPPORTED_MODEL_TYPES.join(", ")
+        )),
     }
 }

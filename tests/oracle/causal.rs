@@ -1,1 +1,199 @@
-//! Oracle tests: causal. (Filled in by the work on this architecture.)
+//! Oracle tests: causal LMs. The server loads the GPT-2 checkpoint that
+//! transformers saved (safetensors without the attention-mask buffers), and
+//! the same weights re-saved sharded or as fp16, and must continue every
+//! fixture prompt greedily with exactly transformers' tokens.
+
+use std::path::{Path, PathBuf};
+
+use nlp_serve::generation::linear::Precision;
+use nlp_serve::model_source::ModelLocation;
+use nlp_serve::predictors::completion::{CompletionConfig, CompletionModel};
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+
+use super::fixtures;
+use super::helpers::{spawn_app, tiny_settings, TestApp};
+
+/// A server whose completion model is the checkpoint in `dir`.
+fn serve(dir: &str) -> TestApp {
+    let mut settings = tiny_settings();
+    settings.completion.model.source = dir.to_string();
+    let app = spawn_app(settings);
+    app.wait_ready();
+    app
+}
+
+/// The greedy continuation request for one fixture case: exactly as many
+/// tokens as transformers generated (the minimum keeps EOS from ending it).
+fn request(case: &Value) -> Value {
+    let tokens = case["ids"].as_array().expect("fixture ids").len();
+    json!({
+        "prompt": case["prompt"],
+        "max_new_tokens": tokens,
+        "min_new_tokens": tokens,
+        "temperature": 0.0,
+    })
+}
+
+fn cases(name: &str) -> &'static Vec<Value> {
+    fixtures::model(name)["greedy"]
+        .as_array()
+        .expect("fixture has greedy cases")
+}
+
+/// Every fixture prompt, one after another, gives transformers' text.
+fn assert_matches_oracle(app: &TestApp, name: &str) {
+    for case in cases(name) {
+        let (status, body) = app.post("/complete", &request(case));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["completions"][0]["text"], case["text"],
+            "prompt {:?}",
+            case["prompt"]
+        );
+    }
+}
+
+#[test]
+fn gpt2_saved_by_transformers_continues_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gpt2"));
+    assert_matches_oracle(&app, "gpt2");
+}
+
+#[test]
+fn gpt2_prompts_batched_together_continue_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gpt2"));
+    let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = cases("gpt2")
+            .iter()
+            .map(|case| {
+                let app = &app;
+                scope.spawn(move || app.post("/complete", &request(case)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("request thread"))
+            .collect()
+    });
+    for ((status, body), case) in answers.iter().zip(cases("gpt2")) {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["completions"][0]["text"], case["text"]);
+    }
+}
+
+/// A fresh directory with the tokenizer and config of build/oracle/gpt2.
+fn copy_of_gpt2(label: &str) -> PathBuf {
+    let source = PathBuf::from(fixtures::checkpoint("gpt2"));
+    let dir = std::env::temp_dir().join(format!("nlp-serve-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for file in ["config.json", "vocab.json", "merges.txt"] {
+        std::fs::copy(source.join(file), dir.join(file)).expect("copy");
+    }
+    dir
+}
+
+fn gpt2_tensors() -> Vec<(String, Tensor)> {
+    Tensor::read_safetensors(Path::new(&fixtures::checkpoint("gpt2")).join("model.safetensors"))
+        .expect("oracle gpt2 safetensors")
+}
+
+#[test]
+fn gpt2_in_two_shards_with_an_index_continues_like_transformers() {
+    let dir = copy_of_gpt2("sharded");
+    let tensors = gpt2_tensors();
+    let half = tensors.len() / 2;
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in [&tensors[..half], &tensors[half..]].iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", shard + 1);
+        Tensor::write_safetensors(part, dir.join(&file)).expect("write shard");
+        for (name, _) in part.iter() {
+            weight_map.insert(name.clone(), json!(file));
+        }
+    }
+    let index = json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).expect("index");
+    let app = serve(&dir.display().to_string());
+    assert_matches_oracle(&app, "gpt2");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The texts a server gives for the gpt2 fixture prompts.
+fn texts(app: &TestApp) -> Vec<Value> {
+    cases("gpt2")
+        .iter()
+        .map(|case| {
+            let (status, body) = app.post("/complete", &request(case));
+            assert_eq!(status, 200, "{body}");
+            body["completions"][0]["text"].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn gpt2_with_fp16_tensors_loads_as_those_values_in_fp32() {
+    // The oracle ran on fp32 weights and rounding them to fp16 may flip a near
+    // tie, so the reference is the same fp16-rounded values stored as fp32:
+    // the fp16 file must give exactly its continuations.
+    let rounded: Vec<(String, Tensor)> = gpt2_tensors()
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor.to_kind(Kind::Half)))
+        .collect();
+    let half_dir = copy_of_gpt2("fp16");
+    Tensor::write_safetensors(&rounded, half_dir.join("model.safetensors")).expect("write");
+    let widened: Vec<(String, Tensor)> = rounded
+        .iter()
+        .map(|(name, tensor)| (name.clone(), tensor.to_kind(Kind::Float)))
+        .collect();
+    let float_dir = copy_of_gpt2("fp16-as-fp32");
+    Tensor::write_safetensors(&widened, float_dir.join("model.safetensors")).expect("write");
+    let from_half = texts(&serve(&half_dir.display().to_string()));
+    let from_float = texts(&serve(&float_dir.display().to_string()));
+    assert_eq!(from_half, from_float);
+    assert!(from_half
+        .iter()
+        .all(|text| !text.as_str().unwrap_or("").is_empty()));
+    let _ = std::fs::remove_dir_all(&half_dir);
+    let _ = std::fs::remove_dir_all(&float_dir);
+}
+
+#[test]
+fn an_unknown_model_type_is_a_clear_load_error() {
+    let dir = copy_of_gpt2("unknown-type");
+    std::fs::copy(
+        Path::new(&fixtures::checkpoint("gpt2")).join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .expect("copy weights");
+    let config_path = dir.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config"))
+            .expect("json");
+    config["model_type"] = json!("mamba");
+    std::fs::write(&config_path, config.to_string()).expect("config");
+    let mut settings = tiny_settings();
+    settings.completion.model.source = dir.display().to_string();
+    let location = ModelLocation {
+        model: settings.completion.model.clone(),
+        hub: settings.hub.clone(),
+    };
+    let result = CompletionModel::load(CompletionConfig {
+        location,
+        device: Device::Cpu,
+        precision: Precision::Fp32,
+        max_prompt_tokens: 100,
+        fault_injection: false,
+    });
+    let message = match result {
+        Ok(_) => panic!("a mamba config loaded as a completion model"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        message.contains(
+            "model_type \"mamba\" is not a supported completion model; supported: gpt2, distilgpt2"
+        ),
+        "{message}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
