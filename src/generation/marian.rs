@@ -5,15 +5,16 @@
 //! projection tied to the shared embeddings plus `final_logits_bias`.
 //!
 //! Linear layers run at the configured `Precision`. Reads checkpoints saved
-//! by transformers (`model.safetensors`, buffers absent) and by rust-bert
-//! (`rust_model.ot`, the same names).
+//! by transformers (`model.safetensors`, sharded or not, fp16/bf16 included,
+//! buffers absent) and by rust-bert (`rust_model.ot`, the same names)
+//! through `checkpoint`.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
+use super::checkpoint::Checkpoint;
 use super::linear::{Linear, Precision};
 use super::seq2seq::{DecoderState, EarlyStopping, GenerationDefaults, Seq2SeqLm};
 
@@ -208,20 +209,6 @@ fn activation(name: &str) -> Result<fn(&Tensor) -> Tensor, String> {
     })
 }
 
-/// Named tensors of a checkpoint file, in fp32 on the CPU.
-fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>, String> {
-    let named = if path.extension().is_some_and(|ext| ext == "safetensors") {
-        Tensor::read_safetensors(path)
-    } else {
-        Tensor::load_multi(path)
-    }
-    .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    Ok(named
-        .into_iter()
-        .map(|(name, tensor)| (name, tensor.to_kind(Kind::Float)))
-        .collect())
-}
-
 impl MarianModel {
     pub fn load(
         config_path: &Path,
@@ -242,23 +229,18 @@ impl MarianModel {
                 .map_err(|error| format!("{} is not valid: {error}", path.display()))?,
             None => GenerationConfigFile::default(),
         };
-        let tensors = read_tensors(weights_path)?;
-        Self::from_tensors(&config, &overrides, &tensors, precision, device)
+        let checkpoint = Checkpoint::read(weights_path, device)?;
+        Self::from_checkpoint(&config, &overrides, &checkpoint, precision, device)
     }
 
-    fn from_tensors(
+    fn from_checkpoint(
         config: &MarianConfig,
         overrides: &GenerationConfigFile,
-        tensors: &HashMap<String, Tensor>,
+        checkpoint: &Checkpoint,
         precision: Precision,
         device: Device,
     ) -> Result<MarianModel, String> {
-        let get = |name: &str| {
-            tensors
-                .get(name)
-                .map(|tensor| tensor.to_device(device))
-                .ok_or_else(|| format!("the weights have no tensor {name}"))
-        };
+        let get = |name: &str| checkpoint.get(name);
         let linear = |prefix: &str| -> Result<Linear, String> {
             let weight = get(&format!("{prefix}.weight"))?;
             let bias = get(&format!("{prefix}.bias"))?;
@@ -322,13 +304,16 @@ impl MarianModel {
         // Tied weights are saved once, under any of these names.
         let shared = ["model.shared.weight", "model.encoder.embed_tokens.weight"]
             .iter()
-            .find_map(|name| get(name).ok())
+            .find_map(|name| checkpoint.find(name))
             .ok_or("the weights have no shared embeddings (model.shared.weight)")?;
-        let lm_head_weight = get("lm_head.weight").unwrap_or_else(|_| shared.shallow_clone());
+        let lm_head_weight = checkpoint
+            .find("lm_head.weight")
+            .unwrap_or_else(|| shared.shallow_clone());
         let vocab = config.decoder_vocab_size.unwrap_or(config.vocab_size);
-        let final_logits_bias = get("final_logits_bias")
+        let final_logits_bias = checkpoint
+            .find("final_logits_bias")
             .map(|bias| bias.view([-1]))
-            .unwrap_or_else(|_| Tensor::zeros([vocab], (Kind::Float, device)));
+            .unwrap_or_else(|| Tensor::zeros([vocab], (Kind::Float, device)));
         let generation = GenerationDefaults {
             bad_words_ids: overrides
                 .bad_words_ids
