@@ -19,6 +19,7 @@ pub mod generation;
 pub mod metrics;
 pub mod middleware;
 pub mod model_source;
+pub mod openmp;
 pub mod predictors;
 pub mod qa;
 pub mod routes;

@@ -9,6 +9,7 @@ use nlp_serve::api::openapi::openapi_json;
 use nlp_serve::configuration::{Settings, SettingsSources};
 use nlp_serve::engine::LoadError;
 use nlp_serve::model_source;
+use nlp_serve::openmp;
 use nlp_serve::predictors::{completion, question_answering, translation};
 use nlp_serve::startup::{Application, StartupError};
 use nlp_serve::telemetry;
@@ -58,6 +59,8 @@ enum ModelsAction {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: a restart keeps nothing but the arguments.
+    openmp::ensure_passive_wait_policy();
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         print!("{}", openapi_json());

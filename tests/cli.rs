@@ -332,3 +332,33 @@ fn api_keys_from_the_environment_work_and_are_never_logged() {
     assert!(logs.contains("listening"), "the server logged: {logs}");
     assert!(!logs.contains("secret-key"), "a key appeared in the logs");
 }
+
+/// `OMP_WAIT_POLICY` as the running server process sees it.
+fn wait_policy_of(child: &Child) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).expect("environ");
+    environ
+        .split(|byte| *byte == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .find_map(|entry| entry.strip_prefix("OMP_WAIT_POLICY=").map(str::to_string))
+}
+
+#[test]
+fn serves_with_passive_openmp_threads_unless_the_environment_chooses() {
+    for (given, expected) in [(None, "PASSIVE"), (Some("ACTIVE"), "ACTIVE")] {
+        let port = free_port();
+        let mut command = command();
+        command
+            .args(["--profile", "tiny"])
+            .env("PORT", port.to_string())
+            .env_remove("OMP_WAIT_POLICY");
+        if let Some(policy) = given {
+            command.env("OMP_WAIT_POLICY", policy);
+        }
+        let mut child = command.spawn().expect("nlp-serve starts");
+        // Ready on the tiny models: the restarted process kept its arguments.
+        wait_ready(&mut child, port);
+        let policy = wait_policy_of(&child);
+        stop(child);
+        assert_eq!(policy.as_deref(), Some(expected), "given {given:?}");
+    }
+}
