@@ -491,6 +491,30 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_database_reads_and_refuses_writes_as_unavailable() {
+        let directory = std::env::temp_dir().join(format!("nlp-serve-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        let path = directory.join("documents.sqlite");
+        let written = DocumentStore::open(&path, 1000, 10).expect("created");
+        written.add("ml", TEXT).expect("added");
+        drop(written);
+        let connection =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("read-only connection");
+        let store = DocumentStore::with_connection(connection, 1000, 10).expect("opens");
+        assert_eq!(store.list().expect("list").len(), 1);
+        assert!(!store
+            .search("trees", Scope::All, 5)
+            .expect("search")
+            .is_empty());
+        assert!(matches!(
+            store.add("b", "More text."),
+            Err(StoreError::Unavailable(_))
+        ));
+        let _ = std::fs::remove_dir_all(&directory);
+    }
+
+    #[test]
     fn a_question_without_content_words_finds_nothing() {
         let store = store();
         store.add("ml", TEXT).expect("added");
