@@ -42,10 +42,6 @@ impl HubClient {
         Ok(HubClient { config, api })
     }
 
-    pub fn config(&self) -> &HubConfig {
-        &self.config
-    }
-
     /// The wanted files of `repo` at `revision`, and every shard a sharded
     /// checkpoint's index names, all in one snapshot directory.
     pub fn fetch(
@@ -124,16 +120,19 @@ impl RepoFetch<'_> {
                     }
                 }
                 Err(error) if error.cache_may_answer() => {
-                    tracing::warn!(
-                        repo = self.repo,
-                        revision = self.revision,
-                        problem = %self.load_error(&error),
-                        "the hub did not answer; using the cache"
-                    );
+                    let cached = self.cached(names);
+                    if cached.is_some() {
+                        tracing::warn!(
+                            repo = self.repo,
+                            revision = self.revision,
+                            problem = %self.load_error(&error),
+                            "the hub did not answer; serving the commit cached for this revision"
+                        );
+                    }
                     self.hub_failure = Some(error);
-                    return Ok(self.cached(names));
+                    return Ok(cached);
                 }
-                Err(error) => return Err(self.load_error(&error)),
+                Err(error) => return Err(self.file_error(name, &error)),
             }
         }
         Ok(None)
@@ -149,7 +148,7 @@ impl RepoFetch<'_> {
     fn missing(&self, names: &[&str]) -> LoadError {
         let files = names.join(" or ");
         if let Some(failure) = &self.hub_failure {
-            return self.load_error(failure);
+            return self.file_error(&files, failure);
         }
         if self.client.config.offline {
             return LoadError::HubOffline {
@@ -239,7 +238,7 @@ impl RepoFetch<'_> {
             ApiError::RevisionNotFound => LoadError::HubFile {
                 repo,
                 revision: self.revision.to_string(),
-                file: "any file".to_string(),
+                file: "files".to_string(),
                 detail: format!("revision '{}' not found", self.revision),
             },
             ApiError::Other(detail) => LoadError::HubFile {
