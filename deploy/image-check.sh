@@ -220,6 +220,8 @@ PORT=$(free_port)
 RUN_FLAGS=(--network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
   --cap-drop "$DROP_CAPS" --security-opt no-new-privileges --memory "$MEMORY")
 [ "$READ_ONLY" = true ] && RUN_FLAGS+=(--read-only)
+# The Deployment's emptyDir for the document store.
+RUN_FLAGS+=(--mount "type=tmpfs,destination=/var/lib/nlp-serve,tmpfs-mode=0777")
 eval "ENV=($ENV_ARGS)"
 t=$(now)
 "${PODMAN[@]}" run -d --name "$NAME" "${RUN_FLAGS[@]}" "${ENV[@]}" \

@@ -25,9 +25,30 @@ pub struct Settings {
     pub completion: CompletionSettings,
     pub qa: QaSettings,
     pub translation: TranslationSettings,
+    pub documents: DocumentSettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
+}
+
+/// The document store that `/qa` retrieves passages from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentSettings {
+    /// The SQLite database file (created with its directory on first start).
+    pub database: PathBuf,
+    /// Longest passage in characters (paragraphs longer are cut between sentences).
+    pub passage_chars: usize,
+    /// Passages read per question when the request does not say.
+    pub passages: usize,
+    /// Most passages a request may ask to be read.
+    pub max_passages: usize,
+    /// Largest document accepted, in bytes of UTF-8.
+    pub max_document_bytes: usize,
+    /// Most documents stored (the reference document included).
+    pub max_documents: usize,
+    /// Longest title in characters.
+    pub max_title_chars: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -152,6 +173,9 @@ pub struct QaSettings {
     pub reference_document: PathBuf,
     pub max_question_chars: usize,
     pub max_context_chars: usize,
+    /// A request context up to this many characters is read whole; a longer
+    /// one is cut into passages and only the best are read.
+    pub read_whole_context_chars: usize,
     /// Keys this section does not know (a misspelt setting), refused at load:
     /// `flatten` defeats `deny_unknown_fields`, so they are gathered here.
     #[serde(flatten)]
@@ -293,6 +317,13 @@ impl Settings {
         }
         if let Err(error) = crate::access::parse_networks(&self.rate_limit.trusted_proxies) {
             return bad(&format!("rate_limit.trusted_proxies: {error}"));
+        }
+        let documents = &self.documents;
+        if documents.passages == 0 || documents.passages > documents.max_passages {
+            return bad("documents.passages must be between 1 and documents.max_passages");
+        }
+        if documents.passage_chars == 0 || documents.max_documents == 0 {
+            return bad("documents.passage_chars and documents.max_documents must be at least 1");
         }
         if self.qa.max_answer_tokens == 0 {
             return bad("qa.max_answer_tokens must be at least 1");

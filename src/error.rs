@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::api::error::ErrorResponse;
+use crate::documents::StoreError;
 use crate::engine::{PredictError, SubmitError, Task};
 use crate::validation::ValidationError;
 
@@ -37,6 +38,15 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("too many requests from this client; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error("no document with id {0:?}; GET /documents lists them")]
+    DocumentNotFound(String),
+    #[error("the store holds its limit of {0} documents; delete one first")]
+    StoreFull(usize),
+    /// Locked by another process, read-only, disk full.
+    #[error("{0}")]
+    StoreUnavailable(String),
+    #[error("{0}")]
+    Store(String),
 }
 
 impl ApiError {
@@ -53,6 +63,10 @@ impl ApiError {
             ApiError::DeadlineExceeded => "deadline_exceeded",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::DocumentNotFound(_) => "document_not_found",
+            ApiError::StoreFull(_) => "store_full",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::Store(_) => "store_error",
         }
     }
 
@@ -79,13 +93,19 @@ impl ResponseError for ApiError {
             ApiError::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::DocumentNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::StoreFull(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::QueueFull { .. } | ApiError::NotReady { .. } => {
+            ApiError::QueueFull { .. }
+            | ApiError::NotReady { .. }
+            | ApiError::StoreUnavailable(_) => {
                 response.insert_header((RETRY_AFTER, HeaderValue::from_static("1")));
             }
             ApiError::RateLimited { retry_after_secs } => {
@@ -108,6 +128,25 @@ impl From<&ApiError> for ErrorResponse {
         ErrorResponse {
             error: error.to_string(),
             kind: error.kind().to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(id) => ApiError::DocumentNotFound(id),
+            StoreError::Full(limit) => ApiError::StoreFull(limit),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!("document store unavailable: {detail}");
+                ApiError::StoreUnavailable(format!(
+                    "the document store is unavailable ({detail}); retry shortly"
+                ))
+            }
+            StoreError::Internal(detail) => {
+                tracing::error!("document store error: {detail}");
+                ApiError::Store(format!("document store error: {detail}"))
+            }
         }
     }
 }

@@ -17,7 +17,11 @@ pub struct BodyLimit(pub usize);
 
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+/// A request body of any content type, read up to the configured size
+/// limit (413 beyond it).
+pub struct RawBody(pub web::Bytes);
+
+impl FromRequest for RawBody {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
@@ -47,8 +51,18 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            parse(&body).map(JsonBody)
+            Ok(RawBody(body.freeze()))
         })
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = RawBody::from_request(request, payload);
+        Box::pin(async move { parse(&body.await?.0).map(JsonBody) })
     }
 }
 

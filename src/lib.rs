@@ -11,6 +11,7 @@ pub mod access;
 pub mod allocator;
 pub mod api;
 pub mod configuration;
+pub mod documents;
 pub mod encoder;
 pub mod engine;
 pub mod error;

@@ -12,6 +12,7 @@ use crate::engine::Task;
 const LATENCY_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
+const PASSAGE_BUCKETS: [f64; 7] = [0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0];
 const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 /// Every metric the service exports.
@@ -31,6 +32,9 @@ pub struct Metrics {
     abandoned_requests: IntCounterVec,
     recoveries: IntCounterVec,
     queue_capacity: IntGaugeVec,
+    retrieval_duration: Histogram,
+    passages_read: Histogram,
+    store: IntGaugeVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -142,6 +146,30 @@ impl Metrics {
                 &["task"],
             )
             .expect("metric definition is valid"),
+            retrieval_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "retrieval_duration_seconds",
+                    "Time to find the passages a question is answered from (BM25 over the document store, or over a long request context).",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("metric definition is valid"),
+            passages_read: Histogram::with_opts(
+                HistogramOpts::new(
+                    "passages_read",
+                    "Passages the reader read per question answered from documents.",
+                )
+                .buckets(PASSAGE_BUCKETS.to_vec()),
+            )
+            .expect("metric definition is valid"),
+            store: IntGaugeVec::new(
+                Opts::new(
+                    "document_store",
+                    "What the document store holds: documents, passages and characters.",
+                ),
+                &["measure"],
+            )
+            .expect("metric definition is valid"),
             registry,
         };
         metrics.register_all();
@@ -160,7 +188,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.request_duration.clone()),
@@ -175,11 +203,36 @@ impl Metrics {
             Box::new(self.abandoned_requests.clone()),
             Box::new(self.recoveries.clone()),
             Box::new(self.queue_capacity.clone()),
+            Box::new(self.retrieval_duration.clone()),
+            Box::new(self.passages_read.clone()),
+            Box::new(self.store.clone()),
         ];
         for collector in collectors {
             self.registry
                 .register(collector)
                 .expect("metric names are unique");
+        }
+    }
+
+    /// One retrieval: how long it took and how many passages were read.
+    pub fn retrieval(&self, elapsed: Duration, passages: usize) {
+        self.retrieval_duration.observe(elapsed.as_secs_f64());
+        self.passages_read.observe(passages as f64);
+    }
+
+    /// The store's size after a change (`None`: it could not be read; the
+    /// gauges keep their last values).
+    pub fn store_size(&self, size: Option<crate::documents::StoreSize>) {
+        if let Some(size) = size {
+            for (measure, value) in [
+                ("documents", size.documents),
+                ("passages", size.passages),
+                ("chars", size.chars),
+            ] {
+                self.store
+                    .with_label_values(&[measure])
+                    .set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
         }
     }
 

@@ -14,8 +14,9 @@ use actix_web::{web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
 use crate::access::{self, AccessControl};
-use crate::configuration::CorsSettings;
+use crate::configuration::{CorsSettings, DocumentSettings};
 use crate::configuration::{ModelSettings, Settings};
+use crate::documents::{DocumentStore, StoreError};
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::engine::{worker, BatchShape, LoadError, LoadReport, Predictor, Task, TaskHandle};
 use crate::extract::BodyLimit;
@@ -42,6 +43,8 @@ pub enum StartupError {
     Worker { task: Task, detail: String },
     #[error("the {task} model could not be loaded: {error}")]
     ModelLoad { task: Task, error: LoadError },
+    #[error("cannot open the document store {path}: {detail}")]
+    DocumentStore { path: String, detail: String },
     #[error("server error: {0}")]
     Server(#[from] std::io::Error),
 }
@@ -62,6 +65,8 @@ impl Application {
         }
         let metrics = Arc::new(Metrics::new());
         let reference = read_reference(&settings.qa.reference_document)?;
+        let documents = open_documents(&settings.documents, &reference)?;
+        metrics.store_size(documents.size().ok());
         let (tasks, loads) = start_tasks(&settings, &metrics)?;
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
@@ -73,11 +78,14 @@ impl Application {
         let server_settings = settings.server.clone();
         let access = web::Data::new(AccessControl::new(&settings.auth, &settings.rate_limit));
         let cors_settings = settings.cors.clone();
+        // A JSON document escapes some characters: room beyond the text limit.
+        let document_body_limit = settings.documents.max_document_bytes.saturating_mul(2);
         let state = web::Data::new(AppState {
             settings,
             tasks,
             metrics,
             reference,
+            documents,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -91,7 +99,7 @@ impl Application {
                     !cors_settings.allowed_origins.is_empty(),
                     cors(&cors_settings),
                 ))
-                .configure(routes::configure)
+                .configure(|config| routes::configure(config, document_body_limit))
         })
         .workers(server_settings.workers.max(1))
         .shutdown_timeout(server_settings.shutdown_timeout_secs)
@@ -165,6 +173,28 @@ fn cors(settings: &CorsSettings) -> Cors {
         };
     }
     cors
+}
+
+/// Opens the document store and stores the reference document in it under
+/// its file name (unchanged text is left alone).
+fn open_documents(
+    settings: &DocumentSettings,
+    reference: &ReferenceDocument,
+) -> Result<Arc<DocumentStore>, StartupError> {
+    let failed = |error: StoreError| StartupError::DocumentStore {
+        path: settings.database.display().to_string(),
+        detail: error.to_string(),
+    };
+    let store = DocumentStore::open(
+        &settings.database,
+        settings.passage_chars,
+        settings.max_documents,
+    )
+    .map_err(failed)?;
+    store
+        .ensure(&reference.name, &reference.title(), &reference.text)
+        .map_err(failed)?;
+    Ok(Arc::new(store))
 }
 
 fn read_reference(path: &Path) -> Result<ReferenceDocument, StartupError> {

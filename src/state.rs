@@ -1,10 +1,11 @@
-//! What every HTTP handler can reach: the task handles, settings, metrics and
-//! the reference document.
+//! What every HTTP handler can reach: the task handles, settings, metrics,
+//! the reference document and the document store.
 
 use std::sync::Arc;
 
 use crate::api::health::ModelState;
 use crate::configuration::Settings;
+use crate::documents::DocumentStore;
 use crate::engine::Task;
 use crate::error::ApiError;
 use crate::generation::GenerationHandle;
@@ -34,9 +35,19 @@ impl Tasks {
 /// The reference document answered from when a QA request has no context.
 #[derive(Clone)]
 pub struct ReferenceDocument {
-    /// File name, reported in responses.
+    /// File name: its id in the document store, reported in responses.
     pub name: String,
     pub text: Arc<str>,
+}
+
+impl ReferenceDocument {
+    /// Its first Markdown heading, else its file name.
+    pub fn title(&self) -> String {
+        self.text
+            .lines()
+            .find_map(|line| line.strip_prefix("# "))
+            .map_or_else(|| self.name.clone(), |title| title.trim().to_string())
+    }
 }
 
 pub struct AppState {
@@ -44,6 +55,7 @@ pub struct AppState {
     pub tasks: Tasks,
     pub metrics: Arc<Metrics>,
     pub reference: ReferenceDocument,
+    pub documents: Arc<DocumentStore>,
 }
 
 impl AppState {

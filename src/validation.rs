@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use crate::api::complete::CompleteRequest;
-use crate::api::qa::QaRequest;
+use crate::api::qa::{DocumentScope, QaRequest};
 use crate::api::translate::{TextInput, TranslateRequest};
-use crate::configuration::{CompletionSettings, QaSettings, TranslationSettings};
+use crate::configuration::{CompletionSettings, DocumentSettings, QaSettings, TranslationSettings};
 use crate::generation::request::{GenerationOptions, GenerationRequest};
-use crate::qa::QaJob;
+use crate::qa::{QaPlan, QaSource};
 
 /// Most stop sequences per request.
 pub const MAX_STOP_SEQUENCES: usize = 4;
@@ -198,17 +198,38 @@ pub fn completion(
 pub fn question_answering(
     request: &QaRequest,
     settings: &QaSettings,
-    reference_document: &Arc<str>,
-) -> Result<QaJob, ValidationError> {
+    documents: &DocumentSettings,
+    reference_id: &str,
+) -> Result<QaPlan, ValidationError> {
     not_blank("question", &request.question)?;
     at_most_chars("question", &request.question, settings.max_question_chars)?;
-    let context = match &request.context {
-        Some(context) => {
+    let given = [
+        request.context.is_some(),
+        request.document.is_some(),
+        request.documents.is_some(),
+    ];
+    if given.iter().filter(|given| **given).count() > 1 {
+        return Err(ValidationError::Conflict {
+            field: "context",
+            message: "give at most one of context, document and documents",
+        });
+    }
+    let source = match (&request.context, &request.document, request.documents) {
+        (Some(context), _, _) => {
             not_blank("context", context)?;
             at_most_chars("context", context, settings.max_context_chars)?;
-            Arc::from(context.as_str())
+            if context.chars().count() <= settings.read_whole_context_chars {
+                QaSource::Whole(Arc::from(context.as_str()))
+            } else {
+                QaSource::LongContext(Arc::from(context.as_str()))
+            }
         }
-        None => reference_document.clone(),
+        (None, Some(document), _) => {
+            not_blank("document", document)?;
+            QaSource::Document(document.clone())
+        }
+        (None, None, Some(DocumentScope::All)) => QaSource::All,
+        (None, None, None) => QaSource::Document(reference_id.to_string()),
     };
     let top_k = in_range(
         "top_k",
@@ -216,10 +237,19 @@ pub fn question_answering(
         1.0,
         MAX_QA_TOP_K as f64,
     )? as usize;
-    Ok(QaJob {
+    let passages = in_range(
+        "passages",
+        request
+            .passages
+            .map_or(documents.passages as f64, f64::from),
+        1.0,
+        documents.max_passages as f64,
+    )? as usize;
+    Ok(QaPlan {
         question: request.question.clone(),
-        context,
+        source,
         top_k,
+        passages,
     })
 }
 
@@ -314,20 +344,65 @@ mod tests {
     #[test]
     fn qa_uses_the_reference_document_without_context() {
         let settings = Settings::defaults().expect("defaults");
-        let document: Arc<str> = Arc::from("The reference.");
         let body: QaRequest =
             serde_json::from_value(serde_json::json!({"question": "What?"})).expect("body");
-        let job = question_answering(&body, &settings.qa, &document).expect("valid");
-        assert!(Arc::ptr_eq(&job.context, &document));
+        let plan = question_answering(&body, &settings.qa, &settings.documents, "reference.md")
+            .expect("valid");
+        assert_eq!(plan.source, QaSource::Document("reference.md".into()));
+        assert_eq!(plan.passages, settings.documents.passages);
+        let cases = [
+            (
+                serde_json::json!({"question": "What?", "top_k": 6}),
+                "top_k",
+            ),
+            (
+                serde_json::json!({"question": "What?", "passages": 0}),
+                "passages",
+            ),
+            (
+                serde_json::json!({"question": "What?", "passages": 11}),
+                "passages",
+            ),
+            (
+                serde_json::json!({"question": "What?", "context": "x", "document": "d"}),
+                "context",
+            ),
+            (
+                serde_json::json!({"question": "What?", "document": "d", "documents": "all"}),
+                "context",
+            ),
+            (
+                serde_json::json!({"question": "What?", "document": " "}),
+                "document",
+            ),
+        ];
+        for (body, field) in cases {
+            let body: QaRequest = serde_json::from_value(body.clone()).expect("body");
+            let error = question_answering(&body, &settings.qa, &settings.documents, "r")
+                .expect_err("invalid");
+            assert_eq!(error.field(), field);
+        }
+    }
+
+    #[test]
+    fn qa_reads_a_short_context_whole_and_retrieves_from_a_long_one() {
+        let settings = Settings::defaults().expect("defaults");
+        let limit = settings.qa.read_whole_context_chars;
+        for (length, whole) in [(limit, true), (limit + 1, false)] {
+            let body: QaRequest = serde_json::from_value(
+                serde_json::json!({"question": "What?", "context": "é".repeat(length)}),
+            )
+            .expect("body");
+            let plan =
+                question_answering(&body, &settings.qa, &settings.documents, "r").expect("valid");
+            assert_eq!(matches!(plan.source, QaSource::Whole(_)), whole, "{length}");
+        }
         let body: QaRequest =
-            serde_json::from_value(serde_json::json!({"question": "What?", "top_k": 6}))
+            serde_json::from_value(serde_json::json!({"question": "What?", "documents": "all"}))
                 .expect("body");
-        assert_eq!(
-            question_answering(&body, &settings.qa, &document)
-                .unwrap_err()
-                .field(),
-            "top_k"
-        );
+        let plan =
+            question_answering(&body, &settings.qa, &settings.documents, "r").expect("valid");
+        assert_eq!(plan.source, QaSource::All);
     }
 
     #[test]

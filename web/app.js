@@ -222,53 +222,121 @@ body.addEventListener("click", () => { if (body.selectionStart !== body.value.le
 renderGhost();
 
 // ---------------------------------------------------------------- question answering
-const qa = { document: null };
+// The document store: the reference document, the user's documents, or all
+// of them; the text shown is the one answers and passages point into.
+const ALL = "__all__";
+const qa = { documents: [], texts: new Map(), shown: null };
 async function loadDocument() {
-  if (qa.document !== null) return;
+  if (qa.documents.length) return;
+  await refreshDocuments();
+}
+async function refreshDocuments(select) {
   try {
-    const response = await fetch("/qa/document", { headers: headers() });
+    const response = await fetch("/documents", { headers: headers() });
     if (!response.ok) { showError("qa-error", await errorMessage(response)); return; }
-    qa.document = await response.json();
-    $("qa-document-label").textContent = `Reference document: ${qa.document.name}`;
-    renderDocument(qa.document.text, []);
+    qa.documents = (await response.json()).documents;
+    const source = $("qa-source");
+    const previous = select || source.value;
+    source.replaceChildren();
+    for (const doc of qa.documents) source.append(new Option(doc.title, doc.id));
+    source.append(new Option("All documents", ALL));
+    if (previous && Array.from(source.options).some((o) => o.value === previous)) source.value = previous;
+    await showSource();
   } catch (error) {
     showError("qa-error", networkMessage(error));
   }
 }
-// Offsets are in Unicode code points, as the API documents.
-function renderDocument(text, answers) {
+async function documentText(id) {
+  if (!qa.texts.has(id)) {
+    const response = await fetch(`/documents/${encodeURIComponent(id)}`, { headers: headers() });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    qa.texts.set(id, (await response.json()).text);
+  }
+  return qa.texts.get(id);
+}
+function titleOf(id) {
+  const doc = qa.documents.find((d) => d.id === id);
+  return doc ? doc.title : id;
+}
+// Shows the selected document (for "all": nothing until an answer names one).
+async function showSource() {
+  $("qa-answers").replaceChildren();
+  if ($("qa-own").checked) {
+    $("qa-document-label").textContent = "Your context";
+    renderDocument($("qa-context").value, [], []);
+    return;
+  }
+  const id = $("qa-source").value;
+  if (id === ALL) {
+    qa.shown = null;
+    $("qa-document-label").textContent = "All documents: the answer's document appears here";
+    renderDocument("", [], []);
+    return;
+  }
+  await showDocument(id, [], []);
+}
+async function showDocument(id, answers, passages) {
+  const text = await documentText(id);
+  qa.shown = id;
+  $("qa-document-label").textContent = `Document: ${titleOf(id)}`;
+  renderDocument(text, answers.filter((a) => a.document === id), passages.filter((p) => p.document === id));
+}
+// Offsets are in Unicode code points, as the API documents. Answers are
+// marked (overlaps keep the better one), passages read are shaded.
+function renderDocument(text, answers, passages) {
   const view = $("qa-document");
   view.replaceChildren();
   const chars = Array.from(text);
-  const spans = answers.map((a, rank) => ({ ...a, rank })).sort((a, b) => a.start - b.start);
-  let at = 0;
-  for (const span of spans) {
-    if (span.start < at) continue; // overlapping answers: keep the first
-    view.append(chars.slice(at, span.start).join(""));
-    const mark = document.createElement("mark");
-    mark.textContent = chars.slice(span.start, span.end).join("");
-    mark.dataset.rank = String(span.rank + 1);
-    if (span.rank === 0) mark.className = "best";
-    view.append(mark);
-    at = span.end;
+  const answerAt = new Array(chars.length).fill(-1);
+  answers.forEach((a, rank) => {
+    if (answerAt.slice(a.start, a.end).some((r) => r >= 0)) return;
+    for (let i = a.start; i < a.end && i < chars.length; i++) answerAt[i] = rank;
+  });
+  const passageAt = new Array(chars.length).fill(false);
+  for (const p of passages) {
+    if (p.score === null) continue; // a context read whole: nothing to show
+    for (let i = p.start; i < p.end && i < chars.length; i++) passageAt[i] = true;
   }
-  view.append(chars.slice(at).join(""));
-  const best = view.querySelector("mark.best");
+  let i = 0;
+  while (i < chars.length) {
+    let j = i;
+    while (j < chars.length && answerAt[j] === answerAt[i] && passageAt[j] === passageAt[i]) j++;
+    let node = document.createTextNode(chars.slice(i, j).join(""));
+    if (answerAt[i] >= 0) {
+      const mark = document.createElement("mark");
+      mark.append(node);
+      mark.dataset.rank = String(answerAt[i] + 1);
+      if (answerAt[i] === 0) mark.className = "best";
+      node = mark;
+    }
+    if (passageAt[i]) {
+      const shade = document.createElement("span");
+      shade.className = "passage";
+      shade.append(node);
+      node = shade;
+    }
+    view.append(node);
+    i = j;
+  }
+  const best = view.querySelector("mark.best") || view.querySelector(".passage");
   if (best) best.scrollIntoView({ block: "center" });
 }
 $("qa-own").addEventListener("change", () => {
   const own = $("qa-own").checked;
   $("qa-context").hidden = !own;
   $("qa-context-label").hidden = !own;
-  $("qa-document-label").textContent = own ? "Your context" : `Reference document: ${qa.document ? qa.document.name : ""}`;
-  renderDocument(own ? $("qa-context").value : (qa.document ? qa.document.text : ""), []);
-  $("qa-answers").replaceChildren();
+  $("qa-source").disabled = own;
+  showSource();
 });
+$("qa-source").addEventListener("change", () => showSource().catch((e) => showError("qa-error", e.message)));
 async function ask() {
   showError("qa-error", "");
   const own = $("qa-own").checked;
+  const source = $("qa-source").value;
   const request = { question: $("qa-question").value, top_k: Number($("qa-top-k").value) };
   if (own) request.context = $("qa-context").value;
+  else if (source === ALL) request.documents = "all";
+  else request.document = source;
   $("qa-ask").disabled = true;
   try {
     const response = await postJson("/qa", request);
@@ -281,20 +349,54 @@ async function ask() {
       li.textContent = item.text;
       const score = document.createElement("span");
       score.className = "score";
-      score.textContent = `score ${item.score.toFixed(4)} · characters ${item.start}–${item.end}`;
+      const where = source === ALL && !own ? ` in ${titleOf(item.document)}` : "";
+      score.textContent = `score ${item.score.toFixed(4)} · characters ${item.start}–${item.end}${where}`;
       li.append(score);
       list.append(li);
     }
     if (!answer.answers.length) list.textContent = "No answer found.";
-    renderDocument(own ? request.context : qa.document.text, answer.answers);
+    if (own) {
+      renderDocument(request.context, answer.answers, answer.passages);
+    } else {
+      // For "all": the best answer's document, else the best passage's.
+      const id = source !== ALL ? source
+        : (answer.answers[0] || answer.passages[0] || {}).document;
+      if (id) await showDocument(id, answer.answers, answer.passages);
+    }
   } catch (error) {
-    showError("qa-error", networkMessage(error));
+    showError("qa-error", error.message && !(error instanceof TypeError) ? error.message : networkMessage(error));
   } finally {
     $("qa-ask").disabled = false;
   }
 }
 $("qa-ask").addEventListener("click", ask);
 $("qa-question").addEventListener("keydown", (event) => { if (event.key === "Enter") ask(); });
+$("qa-add-file").addEventListener("change", async () => {
+  const file = $("qa-add-file").files[0];
+  if (!file) return;
+  $("qa-add-text").value = await file.text();
+  if (!$("qa-add-title").value) $("qa-add-title").value = file.name.replace(/\.(txt|md|markdown)$/i, "");
+});
+$("qa-add-store").addEventListener("click", async () => {
+  showError("qa-error", "");
+  const title = $("qa-add-title").value.trim() || "Untitled";
+  $("qa-add-store").disabled = true;
+  try {
+    const response = await postJson("/documents", { title, text: $("qa-add-text").value });
+    if (!response.ok) { showError("qa-error", await errorMessage(response)); return; }
+    const stored = await response.json();
+    $("qa-add-status").textContent = `Stored “${stored.title}”: ${stored.chars} characters, ${stored.passages} passage(s).`;
+    $("qa-own").checked = false;
+    $("qa-context").hidden = true;
+    $("qa-context-label").hidden = true;
+    $("qa-source").disabled = false;
+    await refreshDocuments(stored.id);
+  } catch (error) {
+    showError("qa-error", networkMessage(error));
+  } finally {
+    $("qa-add-store").disabled = false;
+  }
+});
 
 // ---------------------------------------------------------------- translation
 $("tr-run").addEventListener("click", async () => {

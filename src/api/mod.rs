@@ -2,6 +2,7 @@
 //! OpenAPI document generated from them. No model code here.
 
 pub mod complete;
+pub mod documents;
 pub mod error;
 pub mod health;
 pub mod openapi;

@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{complete, error, health, qa, translate};
+use super::{complete, documents, error, health, qa, translate};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,10 @@ use super::{complete, error, health, qa, translate};
         crate::routes::complete::complete,
         crate::routes::qa::answer,
         crate::routes::qa::reference_document,
+        crate::routes::documents::add,
+        crate::routes::documents::list,
+        crate::routes::documents::get,
+        crate::routes::documents::delete,
         crate::routes::translate::translate,
         crate::routes::health::health,
         crate::routes::health::ready,
@@ -33,6 +37,12 @@ use super::{complete, error, health, qa, translate};
         qa::QaResponse,
         qa::Answer,
         qa::ReferenceDocumentResponse,
+        qa::DocumentScope,
+        qa::PassageRead,
+        documents::NewDocument,
+        documents::DocumentSummary,
+        documents::DocumentList,
+        documents::Document,
         translate::TranslateRequest,
         translate::TranslateResponse,
         translate::TextInput,
@@ -43,6 +53,7 @@ use super::{complete, error, health, qa, translate};
     tags(
         (name = "completion", description = "Text completion: playground and autocomplete"),
         (name = "question answering", description = "Extractive question answering"),
+        (name = "documents", description = "The document store that question answering retrieves passages from"),
         (name = "translation", description = "English to German"),
         (name = "operations", description = "Health, readiness and metrics"),
     )

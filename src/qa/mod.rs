@@ -4,6 +4,7 @@
 //! `engine::batching`), and the start/end logits that come back are turned
 //! into answers in the handler (`spans`), as transformers' pipeline does.
 
+pub mod reader;
 pub mod spans;
 pub mod windows;
 
@@ -22,6 +23,29 @@ pub struct QaJob {
     pub question: String,
     pub context: Arc<str>,
     pub top_k: usize,
+}
+
+/// A validated question and where to answer it from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QaPlan {
+    pub question: String,
+    pub source: QaSource,
+    pub top_k: usize,
+    /// Passages to read when retrieving.
+    pub passages: usize,
+}
+
+/// Where a question is answered from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QaSource {
+    /// A request context short enough to read whole.
+    Whole(Arc<str>),
+    /// A request context long enough to retrieve from.
+    LongContext(Arc<str>),
+    /// A stored document (the reference document by default).
+    Document(String),
+    /// Every stored document.
+    All,
 }
 
 /// A span of the context; offsets in Unicode code points.

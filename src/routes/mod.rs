@@ -2,6 +2,7 @@
 //! queue, shape the response. `configure` registers them all.
 
 pub mod complete;
+pub mod documents;
 pub mod fallback;
 pub mod health;
 pub mod metrics;
@@ -15,9 +16,12 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::openapi::ApiDoc;
+use crate::extract::BodyLimit;
 
 /// Registers every route; unknown paths and methods get JSON 404/405.
-pub fn configure(config: &mut web::ServiceConfig) {
+/// `document_body_limit` is the body limit of `POST /documents` (documents
+/// are larger than other requests).
+pub fn configure(config: &mut web::ServiceConfig, document_body_limit: usize) {
     config
         .service(resource(
             "/complete",
@@ -30,6 +34,23 @@ pub fn configure(config: &mut web::ServiceConfig) {
             "GET",
             web::get().to(qa::reference_document),
         ))
+        .service(
+            web::resource("/documents")
+                .app_data(BodyLimit(document_body_limit))
+                .route(web::get().to(documents::list))
+                .route(web::post().to(documents::add))
+                .default_service(web::to(|request: actix_web::HttpRequest| {
+                    fallback::method_not_allowed(request, "GET, POST")
+                })),
+        )
+        .service(
+            web::resource("/documents/{id}")
+                .route(web::get().to(documents::get))
+                .route(web::delete().to(documents::delete))
+                .default_service(web::to(|request: actix_web::HttpRequest| {
+                    fallback::method_not_allowed(request, "GET, DELETE")
+                })),
+        )
         .service(resource(
             "/translate",
             "POST",

@@ -1,17 +1,25 @@
 //! POST /qa
 
-use actix_web::web::{Data, Json};
+use std::time::Instant;
+
+use actix_web::web::{self, Data, Json};
 use actix_web::{HttpRequest, HttpResponse};
 
 use crate::api::error::ErrorResponse;
-use crate::api::qa::{Answer, QaRequest, QaResponse, ReferenceDocumentResponse};
+use crate::api::qa::{Answer, PassageRead, QaRequest, QaResponse, ReferenceDocumentResponse};
+use crate::documents::{DocumentStore, Hit, Scope};
+use crate::engine::Answered;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::qa::reader::{self, FoundAnswer};
+use crate::qa::{QaJob, QaPlan, QaSource};
 use crate::routes::timing::{insert_timing, request_timeout};
 use crate::state::AppState;
 use crate::validation;
 
-/// Answer a question from a context or from the reference document.
+/// Answer a question from a context, a stored document, every stored document
+/// or the reference document. Over documents and contexts longer than
+/// `[qa] read_whole_context_chars`, BM25 picks the passages the model reads.
 #[utoipa::path(
     post,
     path = "/qa",
@@ -24,9 +32,10 @@ use crate::validation;
                     ("x-inference-time" = String, description = "Milliseconds of the batch that answered"))),
         (status = 400, description = "Malformed JSON", body = ErrorResponse),
         (status = 413, description = "Body too large", body = ErrorResponse),
+        (status = 404, description = "No stored document with that id", body = ErrorResponse),
         (status = 422, description = "Invalid field", body = ErrorResponse),
         (status = 429, description = "Queue full", body = ErrorResponse),
-        (status = 503, description = "Model not ready", body = ErrorResponse),
+        (status = 503, description = "Model not ready, or the document store unavailable", body = ErrorResponse),
         (status = 408, description = "Deadline passed", body = ErrorResponse),
     )
 )]
@@ -35,14 +44,61 @@ pub async fn answer(
     http: HttpRequest,
     JsonBody(request): JsonBody<QaRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = validation::question_answering(&request, &state.settings.qa, &state.reference.text)?;
-    let document = if request.context.is_some() {
-        "request".to_string()
-    } else {
-        state.reference.name.clone()
-    };
+    let plan = validation::question_answering(
+        &request,
+        &state.settings.qa,
+        &state.settings.documents,
+        &state.reference.name,
+    )?;
     let timeout = request_timeout(&http)?;
-    let answered = state.qa()?.answer(job, timeout).await?;
+    let qa = state.qa()?;
+    let (searched, answered, passages) = match &plan.source {
+        QaSource::Whole(context) => {
+            let job = QaJob {
+                question: plan.question.clone(),
+                context: context.clone(),
+                top_k: plan.top_k,
+            };
+            let read = PassageRead {
+                document: REQUEST.to_string(),
+                start: 0,
+                end: context.chars().count(),
+                score: None,
+            };
+            let answered = qa.answer(job, timeout).await?;
+            let answers = answered.output.into_iter().map(|span| FoundAnswer {
+                document: REQUEST.to_string(),
+                span,
+            });
+            let answered = Answered {
+                output: answers.collect(),
+                queue_time: answered.queue_time,
+                inference_time: answered.inference_time,
+            };
+            (REQUEST.to_string(), answered, vec![read])
+        }
+        source => {
+            let started = Instant::now();
+            let hits = retrieve(&state, &plan, source.clone()).await?;
+            state.metrics.retrieval(started.elapsed(), hits.len());
+            let answered = reader::read(qa, &plan.question, &hits, plan.top_k, timeout).await?;
+            let passages = hits
+                .into_iter()
+                .map(|hit| PassageRead {
+                    document: hit.document,
+                    start: hit.start,
+                    end: hit.end,
+                    score: Some(hit.score),
+                })
+                .collect();
+            let searched = match source {
+                QaSource::Document(id) => id.clone(),
+                QaSource::All => "all".to_string(),
+                _ => REQUEST.to_string(),
+            };
+            (searched, answered, passages)
+        }
+    };
     let mut response = HttpResponse::Ok();
     insert_timing(
         &mut response,
@@ -51,18 +107,43 @@ pub async fn answer(
     );
     Ok(response.json(QaResponse {
         model: state.settings.qa.model.source.clone(),
-        document,
+        document: searched,
         answers: answered
             .output
             .into_iter()
-            .map(|span| Answer {
-                text: span.text,
-                score: span.score,
-                start: span.start,
-                end: span.end,
+            .map(|found| Answer {
+                text: found.span.text,
+                score: found.span.score,
+                start: found.span.start,
+                end: found.span.end,
+                document: found.document,
             })
             .collect(),
+        passages,
     }))
+}
+
+/// Where answers in a request's own context point.
+const REQUEST: &str = "request";
+
+/// The passages to read for `plan`, best first (on a blocking thread: SQLite).
+async fn retrieve(state: &AppState, plan: &QaPlan, source: QaSource) -> Result<Vec<Hit>, ApiError> {
+    let store = state.documents.clone();
+    let passage_chars = state.settings.documents.passage_chars;
+    let (question, limit) = (plan.question.clone(), plan.passages);
+    web::block(move || match source {
+        QaSource::Document(id) => store.search(&question, Scope::One(&id), limit),
+        QaSource::All => store.search(&question, Scope::All, limit),
+        QaSource::LongContext(context) | QaSource::Whole(context) => {
+            // Indexed in memory for this question only, like a stored document.
+            let scratch = DocumentStore::in_memory(passage_chars)?;
+            scratch.ensure(REQUEST, REQUEST, &context)?;
+            scratch.search(&question, Scope::All, limit)
+        }
+    })
+    .await
+    .map_err(|error| ApiError::StoreUnavailable(format!("retrieval did not run: {error}")))?
+    .map_err(ApiError::from)
 }
 
 /// The reference document that questions without a context are answered from.

@@ -28,7 +28,20 @@ pub fn tiny_settings() -> Settings {
     settings.server.shutdown_timeout_secs = 1;
     settings.runtime.torch_threads = 1;
     settings.logging.level = "warn".into();
+    settings.documents.database = fresh_database();
     settings
+}
+
+/// A document database of its own for each server a test starts.
+pub fn fresh_database() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let index = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let directory = std::env::temp_dir().join(format!(
+        "nlp-serve-test-documents-{}-{index}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&directory);
+    directory.join("documents.sqlite")
 }
 
 /// The server shared by the tests of this binary, with the tiny profile.

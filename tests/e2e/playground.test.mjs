@@ -8,6 +8,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -48,6 +49,8 @@ before(async () => {
   server = spawn(BINARY, ["--profile", "tiny"], {
     cwd: ROOT,
     env: { ...process.env, PORT: String(port), NLP_SERVE__SERVER__HOST: "127.0.0.1",
+           // A store of its own, fresh for each run.
+           NLP_SERVE__DOCUMENTS__DATABASE: path.join(tmpdir(), `nlp-serve-e2e-${process.pid}`, "documents.sqlite"),
            NLP_SERVE__LOGGING__LEVEL: "warn", NLP_SERVE__RUNTIME__TORCH_THREADS: "1" },
     stdio: ["ignore", "inherit", "inherit"],
   });
@@ -181,11 +184,10 @@ test("question answering highlights the answer in place", async () => {
     const view = document.getElementById("qa-document");
     const best = view.querySelector("mark.best");
     // Code points before the mark = the answer's start offset.
-    let before = "";
-    for (const node of view.childNodes) {
-      if (node === best) break;
-      before += node.textContent;
-    }
+    const range = document.createRange();
+    range.setStart(view, 0);
+    range.setEndBefore(best);
+    const before = range.toString();
     const first = document.querySelector("#qa-answers li");
     return { mark: best.textContent, start: Array.from(before).length,
              answer: first.firstChild.textContent, score: first.querySelector(".score").textContent };
@@ -193,6 +195,8 @@ test("question answering highlights the answer in place", async () => {
   let seen = await check();
   assert.equal(seen.mark, seen.answer);
   assert.match(seen.score, new RegExp(`characters ${seen.start}–`));
+  // The passages read are shaded: three of the reference document.
+  assert.equal(await page.locator("#qa-document .passage").count() > 0, true);
   await page.screenshot({ path: path.join(SHOTS, "question-answering.png") });
 
   await page.check("#qa-own");
@@ -203,6 +207,68 @@ test("question answering highlights the answer in place", async () => {
   seen = await check();
   assert.equal(seen.mark, seen.answer);
   assert.ok("The Eiffel Tower is in Paris. It was finished in 1889.".includes(seen.mark));
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+// The text of every shaded passage and of the best answer, and the answer list.
+const shown = (page) => page.evaluate(() => ({
+  label: document.getElementById("qa-document-label").textContent,
+  text: document.getElementById("qa-document").textContent,
+  passages: Array.from(document.querySelectorAll("#qa-document .passage")).map((p) => p.textContent).join(""),
+  best: (document.querySelector("#qa-document mark.best") || {}).textContent,
+  inPassage: !!document.querySelector("#qa-document .passage mark.best"),
+  answer: (document.querySelector("#qa-answers li") || { firstChild: {} }).firstChild.textContent,
+}));
+
+test("question answering over a pasted document: stored, picked, read passages shaded", async () => {
+  const { page, context, errors } = await openTab("qa");
+  await page.waitForFunction(() => document.getElementById("qa-document").textContent.length > 1000);
+  const text = "# Seabirds\n\nAlbatrosses glide over the Southern Ocean for days without flapping.\n\n" +
+    "Puffins nest in burrows on cliffs in the North Atlantic.";
+  await page.click("#qa-add summary");
+  await page.fill("#qa-add-title", "Seabirds");
+  await page.fill("#qa-add-text", text);
+  await page.click("#qa-add-store");
+  await page.waitForFunction(() => document.getElementById("qa-add-status").textContent.startsWith("Stored"));
+  assert.match(await page.textContent("#qa-add-status"), /Stored “Seabirds”: 138 characters, 2 passage\(s\)\./);
+  // The new document is picked and shown.
+  assert.equal(await page.evaluate(() => document.getElementById("qa-source").selectedOptions[0].text), "Seabirds");
+  await page.waitForFunction(() => document.getElementById("qa-document").textContent.includes("Puffins"));
+  await page.fill("#qa-question", "Where do puffins nest?");
+  await page.click("#qa-ask");
+  await page.waitForSelector("#qa-document mark.best");
+  const seen = await shown(page);
+  assert.equal(seen.label, "Document: Seabirds");
+  assert.equal(seen.text, text);
+  assert.equal(seen.best, seen.answer);
+  assert.ok(seen.inPassage, "the answer lies in a shaded passage");
+  assert.ok(seen.passages.startsWith("Puffins nest in burrows"), seen.passages);
+  await page.screenshot({ path: path.join(SHOTS, "question-answering-document.png") });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("question answering over all documents, one added from a file", async () => {
+  const { page, context, errors } = await openTab("qa");
+  await page.waitForFunction(() => document.getElementById("qa-document").textContent.length > 1000);
+  await page.click("#qa-add summary");
+  const text = "Oaks can live for a thousand years.\n";
+  await page.setInputFiles("#qa-add-file", { name: "oaks.md", mimeType: "text/markdown", buffer: Buffer.from(text) });
+  await page.waitForFunction(() => document.getElementById("qa-add-title").value === "oaks");
+  assert.equal(await page.inputValue("#qa-add-text"), text);
+  await page.click("#qa-add-store");
+  await page.waitForFunction(() => document.getElementById("qa-add-status").textContent.startsWith("Stored"));
+  await page.selectOption("#qa-source", "__all__");
+  await page.fill("#qa-question", "How long can oaks live?");
+  await page.click("#qa-ask");
+  await page.waitForSelector("#qa-document mark.best");
+  const seen = await shown(page);
+  // The best passage is the oak one: its document is shown.
+  assert.equal(seen.label, "Document: oaks");
+  assert.equal(seen.text, text);
+  assert.equal(seen.best, seen.answer);
+  assert.match(await page.textContent("#qa-answers li .score"), / in oaks$/);
   assert.deepEqual(errors, []);
   await context.close();
 });
