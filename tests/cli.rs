@@ -342,6 +342,25 @@ fn models_fetch_fills_the_cache_and_exits_and_offline_needs_no_hub() {
     ] {
         assert!(snapshot(&cache, repo).join(file).is_file(), "{repo}/{file}");
     }
+    // Online again: one HEAD per file says the commit is unchanged; nothing
+    // is downloaded again.
+    let before = hub.requests().len();
+    let (code, stderr) = fetch(&hub.endpoint, &cache, "tiny-org/gpt2", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let again = &hub.requests()[before..];
+    assert_eq!(again.len(), 4, "{again:?}");
+    assert!(again.iter().all(|seen| seen.method == "HEAD"), "{again:?}");
+    // A revision that is a commit hash, once cached, needs no request at all.
+    let before = hub.requests().len();
+    let commit = hub::commit_of("tiny-org/gpt2");
+    let revision = [("NLP_SERVE__COMPLETION__REVISION", commit.as_str())];
+    let (code, stderr) = fetch(&hub.endpoint, &cache, "tiny-org/gpt2", &revision);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        hub.requests().len(),
+        before,
+        "a cached commit asked the hub"
+    );
     // HF_HUB_OFFLINE: everything from the cache, not one request.
     let asked = hub.requests().len();
     let child = hub_command(&hub.endpoint, &cache, free_port())
