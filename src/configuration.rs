@@ -101,8 +101,13 @@ pub struct LoggingSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HubSettings {
-    pub endpoint: String,
-    pub cache_dir: PathBuf,
+    /// The hub's address; unset: HF_ENDPOINT, else https://huggingface.co.
+    pub endpoint: Option<String>,
+    /// The hub cache; unset: HF_HUB_CACHE, else $HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub (`model_source::hub_config`).
+    pub cache_dir: Option<PathBuf>,
+    /// Serve from the cache only (HF_HUB_OFFLINE=1 also does).
+    pub offline: bool,
     pub connect_timeout_secs: u64,
 }
 

@@ -41,6 +41,27 @@ pub enum LoadError {
         file: String,
         detail: String,
     },
+    /// The hub refused access: a private or gated repository (or none).
+    #[error("the model hub refused access to '{repo}': {detail}")]
+    HubDenied { repo: String, detail: String },
+    /// The hub has the repository and revision, but none of these files.
+    #[error("{files} not found in {repo}@{revision} on the model hub")]
+    HubFileNotFound {
+        repo: String,
+        revision: String,
+        files: String,
+    },
+    /// Offline (HF_HUB_OFFLINE or `[hub] offline`) and not in the cache.
+    #[error(
+        "{files} of {repo}@{revision} not in the hub cache {cache} (offline: \
+         HF_HUB_OFFLINE or [hub] offline is set, so the hub is not asked)"
+    )]
+    HubOffline {
+        repo: String,
+        revision: String,
+        files: String,
+        cache: String,
+    },
     /// A local model directory lacks a file.
     #[error("model directory {dir} has none of: {names}")]
     MissingFile { dir: String, names: String },

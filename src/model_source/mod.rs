@@ -2,6 +2,9 @@
 //! snapshot, or a hub repository downloaded once into a cache.
 
 pub mod hub;
+pub mod hub_api;
+pub mod hub_cache;
+pub mod hub_config;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

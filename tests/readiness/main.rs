@@ -42,8 +42,8 @@ fn a_model_still_loading_makes_ready_and_its_endpoint_503() {
     });
     let cache = std::env::temp_dir().join(format!("nlp-serve-silent-{}", std::process::id()));
     let mut settings = tiny_settings();
-    settings.hub.endpoint = endpoint;
-    settings.hub.cache_dir = cache;
+    settings.hub.endpoint = Some(endpoint);
+    settings.hub.cache_dir = Some(cache);
     settings.completion.model.source = "silent/gpt2".into();
     let app = spawn_app(settings);
     let (status, body) = read(app.get("/ready"));
