@@ -1,7 +1,8 @@
-//! Oracle tests: causal LMs. The server loads the GPT-2 checkpoint that
-//! transformers saved (safetensors without the attention-mask buffers), and
-//! the same weights re-saved sharded or as fp16, and must continue every
-//! fixture prompt greedily with exactly transformers' tokens.
+//! Oracle tests: causal LMs. The server loads the GPT-2, GPT-Neo and GPT-J
+//! checkpoints that transformers saved (safetensors without the
+//! attention-mask buffers), and GPT-2's weights re-saved sharded or as fp16,
+//! and must continue every fixture prompt greedily with exactly
+//! transformers' tokens, one request at a time and batched together.
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +17,13 @@ use super::helpers::{spawn_app, tiny_settings, TestApp};
 
 /// A server whose completion model is the checkpoint in `dir`.
 fn serve(dir: &str) -> TestApp {
+    serve_at(dir, Precision::Fp32)
+}
+
+fn serve_at(dir: &str, precision: Precision) -> TestApp {
     let mut settings = tiny_settings();
     settings.completion.model.source = dir.to_string();
+    settings.completion.precision = precision;
     let app = spawn_app(settings);
     app.wait_ready();
     app
@@ -60,26 +66,87 @@ fn gpt2_saved_by_transformers_continues_like_transformers() {
     assert_matches_oracle(&app, "gpt2");
 }
 
-#[test]
-fn gpt2_prompts_batched_together_continue_like_transformers() {
-    let app = serve(&fixtures::checkpoint("gpt2"));
+/// Every fixture prompt sent at once (so they are prefilled and decoded in
+/// one batch, left-padded) gives transformers' text.
+fn assert_batched_matches_oracle(app: &TestApp, name: &str) {
     let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = cases("gpt2")
+        let handles: Vec<_> = cases(name)
             .iter()
-            .map(|case| {
-                let app = &app;
-                scope.spawn(move || app.post("/complete", &request(case)))
-            })
+            .map(|case| scope.spawn(move || app.post("/complete", &request(case))))
             .collect();
         handles
             .into_iter()
             .map(|handle| handle.join().expect("request thread"))
             .collect()
     });
-    for ((status, body), case) in answers.iter().zip(cases("gpt2")) {
+    for ((status, body), case) in answers.iter().zip(cases(name)) {
         assert_eq!(*status, 200, "{body}");
-        assert_eq!(body["completions"][0]["text"], case["text"]);
+        assert_eq!(
+            body["completions"][0]["text"], case["text"],
+            "prompt {:?}",
+            case["prompt"]
+        );
     }
+}
+
+#[test]
+fn gpt2_prompts_batched_together_continue_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gpt2"));
+    assert_batched_matches_oracle(&app, "gpt2");
+}
+
+#[test]
+fn gpt_neo_saved_by_transformers_continues_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gpt_neo"));
+    assert_matches_oracle(&app, "gpt_neo");
+}
+
+#[test]
+fn gpt_neo_prompts_batched_together_continue_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gpt_neo"));
+    assert_batched_matches_oracle(&app, "gpt_neo");
+}
+
+#[test]
+fn gptj_saved_by_transformers_continues_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gptj"));
+    assert_matches_oracle(&app, "gptj");
+}
+
+#[test]
+fn gptj_prompts_batched_together_continue_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gptj"));
+    assert_batched_matches_oracle(&app, "gptj");
+}
+
+/// Streamed token texts of a greedy fixture continuation, joined, are
+/// transformers' text, and the final event says the same.
+fn assert_streams_oracle_text(app: &TestApp, name: &str) {
+    let case = &cases(name)[0];
+    let mut body = request(case);
+    body["stream"] = json!(true);
+    let (events, _) = app.stream(&body);
+    let (done, tokens) = events.split_last().expect("some events");
+    assert_eq!(done.name, "done", "{done:?}");
+    // An event per token, except where a token ends inside a character.
+    let generated = case["ids"].as_array().expect("ids").len();
+    assert!(
+        tokens.len() > 1 && tokens.len() <= generated,
+        "{} events for {generated} tokens: {tokens:?}",
+        tokens.len()
+    );
+    let streamed: String = tokens
+        .iter()
+        .map(|event| event.data["text"].as_str().expect("token text"))
+        .collect();
+    assert_eq!(streamed, case["text"].as_str().expect("fixture text"));
+    assert_eq!(done.data["completions"][0]["text"], case["text"]);
+}
+
+#[test]
+fn gpt_neo_and_gptj_stream_transformers_text() {
+    assert_streams_oracle_text(&serve(&fixtures::checkpoint("gpt_neo")), "gpt_neo");
+    assert_streams_oracle_text(&serve(&fixtures::checkpoint("gptj")), "gptj");
 }
 
 /// A fresh directory with the tokenizer and config of build/oracle/gpt2.
@@ -191,7 +258,7 @@ fn an_unknown_model_type_is_a_clear_load_error() {
     };
     assert!(
         message.contains(
-            "model_type \"mamba\" is not a supported completion model; supported: gpt2, distilgpt2"
+            "model_type \"mamba\" is not a supported completion model; supported: gpt2, distilgpt2, gpt_neo, gptj"
         ),
         "{message}"
     );
