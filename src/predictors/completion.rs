@@ -22,10 +22,21 @@ use crate::generation::{self, GenerationHandle};
 use crate::metrics::Metrics;
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
 
+/// The weights, in the order they are looked for: those every task reads
+/// (`WEIGHTS`), then torch.save's `pytorch_model.bin`, which is all some
+/// hub repositories have on `main` (EleutherAI/gpt-j-6b).
+pub const CAUSAL_WEIGHTS: FileWanted = FileWanted::required(&CAUSAL_WEIGHT_NAMES);
+const CAUSAL_WEIGHT_NAMES: [&str; 4] = [
+    WEIGHTS.names[0],
+    WEIGHTS.names[1],
+    WEIGHTS.names[2],
+    "pytorch_model.bin",
+];
+
 /// The files a completion model needs (GPT-2's tokenizer files included).
 pub const FILES: [FileWanted; 4] = [
     CONFIG,
-    WEIGHTS,
+    CAUSAL_WEIGHTS,
     FileWanted::required(&["vocab.json"]),
     FileWanted::required(&["merges.txt"]),
 ];
@@ -197,7 +208,7 @@ impl CompletionModel {
         let decoder = Decoder::load(
             model_type,
             config_path,
-            files.require(WEIGHTS.names[0])?,
+            files.require(CAUSAL_WEIGHTS.names[0])?,
             config.precision,
             config.device,
         )

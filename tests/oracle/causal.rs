@@ -149,9 +149,82 @@ fn gpt_neo_and_gptj_stream_transformers_text() {
     assert_streams_oracle_text(&serve(&fixtures::checkpoint("gptj")), "gptj");
 }
 
-/// A fresh directory with the tokenizer and config of build/oracle/gpt2.
-fn copy_of_gpt2(label: &str) -> PathBuf {
-    let source = PathBuf::from(fixtures::checkpoint("gpt2"));
+#[test]
+fn gptj_saved_with_torch_save_continues_like_transformers() {
+    // build/oracle/gptj_bin: the gptj weights as save_pretrained(safe_serialization=False)
+    // writes them (pytorch_model.bin only), as EleutherAI/gpt-j-6b has on main.
+    let app = serve(&fixtures::checkpoint("gptj_bin"));
+    assert_matches_oracle(&app, "gptj");
+}
+
+#[test]
+fn gptj_with_a_vocabulary_larger_than_its_tokenizer_never_picks_the_extra_ids() {
+    // GPT-J 6B's lm_head has 50400 rows for 50257 tokens. Padded here with
+    // rows whose bias would win every argmax: the continuations must stay
+    // transformers' (the extra ids are not the tokenizer's, so never picked).
+    let dir = copy_of("gptj", "gptj-wide-vocab");
+    let extra = 50400 - 50257;
+    let tensors: Vec<(String, Tensor)> = checkpoint_tensors("gptj")
+        .into_iter()
+        .map(|(name, tensor)| {
+            let padding = match name.as_str() {
+                "lm_head.weight" | "transformer.wte.weight" => {
+                    Tensor::zeros([extra, tensor.size()[1]], (Kind::Float, Device::Cpu))
+                }
+                "lm_head.bias" => Tensor::full([extra], 1e4, (Kind::Float, Device::Cpu)),
+                _ => return (name, tensor),
+            };
+            (name, Tensor::cat(&[tensor, padding], 0))
+        })
+        .collect();
+    Tensor::write_safetensors(&tensors, dir.join("model.safetensors")).expect("write");
+    let config_path = dir.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config"))
+            .expect("json");
+    config["vocab_size"] = json!(50400);
+    std::fs::write(&config_path, config.to_string()).expect("config");
+    let app = serve(&dir.display().to_string());
+    assert_matches_oracle(&app, "gptj");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gpt_neo_and_gptj_serve_and_stream_at_fp16_and_int8() {
+    // Reduced precision may flip the tiny random models' near ties (fixture
+    // min_logit_gap), so the check is that each loads, streams, and decodes
+    // exactly the tokens asked for; precision-report measures agreement.
+    for name in ["gpt_neo", "gptj"] {
+        for precision in [Precision::Fp16, Precision::Int8] {
+            let app = serve_at(&fixtures::checkpoint(name), precision);
+            let case = &cases(name)[1];
+            let mut body = request(case);
+            body["stream"] = json!(true);
+            let (events, _) = app.stream(&body);
+            let (done, tokens) = events.split_last().expect("some events");
+            assert_eq!(done.name, "done", "{name} {precision:?}: {done:?}");
+            let streamed: String = tokens
+                .iter()
+                .map(|event| event.data["text"].as_str().expect("token text"))
+                .collect();
+            let answer = &done.data;
+            assert_eq!(answer["completions"][0]["text"], json!(streamed));
+            assert_eq!(answer["completions"][0]["finish_reason"], "length");
+            assert_eq!(
+                answer["usage"]["completion_tokens"],
+                json!(case["ids"].as_array().expect("ids").len())
+            );
+            assert_eq!(
+                answer["usage"]["prompt_tokens"],
+                json!(case["prompt_ids"].as_array().expect("prompt ids").len())
+            );
+        }
+    }
+}
+
+/// A fresh directory with the tokenizer and config of build/oracle/`name`.
+fn copy_of(name: &str, label: &str) -> PathBuf {
+    let source = PathBuf::from(fixtures::checkpoint(name));
     let dir = std::env::temp_dir().join(format!("nlp-serve-{label}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -161,9 +234,18 @@ fn copy_of_gpt2(label: &str) -> PathBuf {
     dir
 }
 
+fn checkpoint_tensors(name: &str) -> Vec<(String, Tensor)> {
+    Tensor::read_safetensors(Path::new(&fixtures::checkpoint(name)).join("model.safetensors"))
+        .expect("oracle safetensors")
+}
+
+/// A fresh directory with the tokenizer and config of build/oracle/gpt2.
+fn copy_of_gpt2(label: &str) -> PathBuf {
+    copy_of("gpt2", label)
+}
+
 fn gpt2_tensors() -> Vec<(String, Tensor)> {
-    Tensor::read_safetensors(Path::new(&fixtures::checkpoint("gpt2")).join("model.safetensors"))
-        .expect("oracle gpt2 safetensors")
+    checkpoint_tensors("gpt2")
 }
 
 #[test]
