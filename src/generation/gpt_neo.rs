@@ -17,7 +17,9 @@ use tch::{Device, Tensor};
 use super::checkpoint::Checkpoint;
 use super::gpt2::activation;
 use super::kv_cache::{KvCache, Prefilled};
-use super::layers::{merge_heads, split_heads, windowed, DecoderShape, LayerNorm, LeftPadded};
+use super::layers::{
+    fused_qkv, merge_heads, split_qkv, windowed, DecoderShape, LayerNorm, LeftPadded,
+};
 use super::linear::{Linear, Precision};
 
 /// Which positions a layer's attention sees.
@@ -30,9 +32,8 @@ enum Reach {
 
 struct Block {
     ln_1: LayerNorm,
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// q_proj, k_proj and v_proj fused.
+    qkv: Linear,
     attention_out: Linear,
     ln_2: LayerNorm,
     mlp_in: Linear,
@@ -187,9 +188,7 @@ impl GptNeoDecoder {
                 let attention = format!("{prefix}.attn.attention");
                 Ok(Block {
                     ln_1: layer_norm(&format!("{prefix}.ln_1"))?,
-                    query: linear(&format!("{attention}.q_proj"))?,
-                    key: linear(&format!("{attention}.k_proj"))?,
-                    value: linear(&format!("{attention}.v_proj"))?,
+                    qkv: fused_qkv(checkpoint, &attention, precision)?,
                     attention_out: linear(&format!("{attention}.out_proj"))?,
                     ln_2: layer_norm(&format!("{prefix}.ln_2"))?,
                     mlp_in: linear(&format!("{prefix}.mlp.c_fc"))?,
@@ -243,13 +242,8 @@ impl GptNeoDecoder {
 
     /// Query, keys and values of a block's input, each [batch, heads, tokens, head_dim].
     fn project(&self, block: &Block, hidden: &Tensor) -> (Tensor, Tensor, Tensor) {
-        let normed = block.ln_1.forward(hidden);
-        let heads = self.shape.heads;
-        (
-            split_heads(&block.query.forward(&normed), heads),
-            split_heads(&block.key.forward(&normed), heads),
-            split_heads(&block.value.forward(&normed), heads),
-        )
+        let qkv = block.qkv.forward(&block.ln_1.forward(hidden));
+        split_qkv(&qkv, self.shape.heads)
     }
 
     /// The rest of a block once its keys and values are in place: unscaled

@@ -19,14 +19,13 @@ use tch::{Device, Kind, Tensor};
 use super::checkpoint::Checkpoint;
 use super::gpt2::activation;
 use super::kv_cache::{KvCache, Prefilled};
-use super::layers::{merge_heads, split_heads, DecoderShape, LayerNorm, LeftPadded};
+use super::layers::{fused_qkv, merge_heads, split_qkv, DecoderShape, LayerNorm, LeftPadded};
 use super::linear::{Linear, Precision};
 
 struct Block {
     ln_1: LayerNorm,
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// q_proj, k_proj and v_proj fused.
+    qkv: Linear,
     attention_out: Linear,
     mlp_in: Linear,
     mlp_out: Linear,
@@ -192,9 +191,7 @@ impl GptjDecoder {
                         &format!("{prefix}.ln_1"),
                         config.layer_norm_epsilon,
                     )?,
-                    query: linear(&format!("{prefix}.attn.q_proj"))?,
-                    key: linear(&format!("{prefix}.attn.k_proj"))?,
-                    value: linear(&format!("{prefix}.attn.v_proj"))?,
+                    qkv: fused_qkv(checkpoint, &format!("{prefix}.attn"), precision)?,
                     attention_out: linear(&format!("{prefix}.attn.out_proj"))?,
                     mlp_in: linear(&format!("{prefix}.mlp.fc_in"))?,
                     mlp_out: linear(&format!("{prefix}.mlp.fc_out"))?,
@@ -256,10 +253,7 @@ impl GptjDecoder {
         positions: &Tensor,
     ) -> (Tensor, Tensor, Tensor, Tensor) {
         let normed = block.ln_1.forward(hidden);
-        let heads = self.shape.heads;
-        let query = split_heads(&block.query.forward(&normed), heads);
-        let keys = split_heads(&block.key.forward(&normed), heads);
-        let values = split_heads(&block.value.forward(&normed), heads);
+        let (query, keys, values) = split_qkv(&block.qkv.forward(&normed), self.shape.heads);
         (
             self.rotary.apply(&query, positions),
             self.rotary.apply(&keys, positions),

@@ -6,6 +6,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::Checkpoint;
+use super::linear::{Linear, Precision};
 
 /// The shape numbers a caller needs.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +119,32 @@ pub(crate) fn windowed(bias: &Tensor, window: i64) -> Tensor {
     }
     let outside = Tensor::arange(keys, (Kind::Int64, bias.device())).lt(keys - window);
     bias.masked_fill(&outside.view([1, 1, 1, keys]), f64::NEG_INFINITY)
+}
+
+/// The separate bias-free query, key and value projections `{prefix}.q_proj`,
+/// `k_proj`, `v_proj` (nn.Linear, [out, in]) as one layer whose output is
+/// the three side by side: one matrix product per step instead of three.
+pub(crate) fn fused_qkv(
+    checkpoint: &Checkpoint,
+    prefix: &str,
+    precision: Precision,
+) -> Result<Linear, String> {
+    let weights = ["q_proj", "k_proj", "v_proj"]
+        .iter()
+        .map(|name| checkpoint.get(&format!("{prefix}.{name}.weight")))
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Linear::new(&Tensor::cat(&weights, 0), None, precision))
+}
+
+/// A fused projection's output split into query, keys and values, each
+/// [batch, heads, tokens, head_dim].
+pub(crate) fn split_qkv(qkv: &Tensor, heads: i64) -> (Tensor, Tensor, Tensor) {
+    let parts = qkv.split(qkv.size()[2] / 3, 2);
+    (
+        split_heads(&parts[0], heads),
+        split_heads(&parts[1], heads),
+        split_heads(&parts[2], heads),
+    )
 }
 
 /// [batch, tokens, heads * head_dim] -> [batch, heads, tokens, head_dim]
