@@ -161,3 +161,62 @@ pub(crate) fn merge_heads(x: &Tensor) -> Tensor {
         .contiguous()
         .view([size[0], size[2], size[1] * size[3]])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1.0 where the bias lets a query see a key, 0.0 where it hides it.
+    fn visible(bias: &Tensor) -> Vec<Vec<f64>> {
+        let seen = bias.isfinite().to_kind(Kind::Float);
+        let size = seen.size();
+        let flat = seen.view([-1, size[size.len() - 1]]);
+        (0..flat.size()[0])
+            .map(|row| {
+                let values = flat.get(row);
+                (0..values.size()[0])
+                    .map(|column| values.double_value(&[column]))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn left_padding_counts_positions_from_each_first_token() {
+        let padded = LeftPadded::new(&[&[11, 12, 13], &[21]]);
+        assert_eq!(padded.starts, vec![0, 2]);
+        assert_eq!(padded.ids, vec![11, 12, 13, 0, 0, 21]);
+        assert_eq!(padded.positions, vec![0, 1, 2, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_local_window_hides_keys_older_than_it_in_prefill() {
+        let padded = LeftPadded::new(&[&[1, 2, 3], &[4, 5]]);
+        let bias = padded.attention_bias(Some(2), Device::Cpu);
+        assert_eq!(
+            visible(&bias),
+            vec![
+                // row 0: each query sees itself and the key before it.
+                vec![1.0, 0.0, 0.0],
+                vec![1.0, 1.0, 0.0],
+                vec![0.0, 1.0, 1.0],
+                // row 1: column 0 is padding (seen only by itself).
+                vec![1.0, 0.0, 0.0],
+                vec![0.0, 1.0, 0.0],
+                vec![0.0, 1.0, 1.0],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_local_window_in_a_step_keeps_the_last_keys_and_the_padding_mask() {
+        // Two rows over 5 keys; row 1's first 3 columns are padding.
+        let bias = Tensor::zeros([2, 1, 1, 5], (Kind::Float, Device::Cpu));
+        let _ = bias.get(1).narrow(2, 0, 3).fill_(f64::NEG_INFINITY);
+        assert_eq!(
+            visible(&windowed(&bias, 3)),
+            vec![vec![0.0, 0.0, 1.0, 1.0, 1.0], vec![0.0, 0.0, 0.0, 1.0, 1.0]]
+        );
+        assert_eq!(visible(&windowed(&bias, 8)), visible(&bias));
+    }
+}
