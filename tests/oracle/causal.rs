@@ -307,11 +307,11 @@ fn gpt2_with_fp16_tensors_loads_as_those_values_in_fp32() {
     let _ = std::fs::remove_dir_all(&float_dir);
 }
 
-#[test]
-fn an_unknown_model_type_is_a_clear_load_error() {
-    let dir = copy_of_gpt2("unknown-type");
+/// The load error of the checkpoint `name` with `edit` applied to its config.json.
+fn load_error_with_config(name: &str, label: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let dir = copy_of(name, label);
     std::fs::copy(
-        Path::new(&fixtures::checkpoint("gpt2")).join("model.safetensors"),
+        Path::new(&fixtures::checkpoint(name)).join("model.safetensors"),
         dir.join("model.safetensors"),
     )
     .expect("copy weights");
@@ -319,7 +319,7 @@ fn an_unknown_model_type_is_a_clear_load_error() {
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config"))
             .expect("json");
-    config["model_type"] = json!("mamba");
+    edit(&mut config);
     std::fs::write(&config_path, config.to_string()).expect("config");
     let mut settings = tiny_settings();
     settings.completion.model.source = dir.display().to_string();
@@ -334,15 +334,47 @@ fn an_unknown_model_type_is_a_clear_load_error() {
         max_prompt_tokens: 100,
         fault_injection: false,
     });
-    let message = match result {
-        Ok(_) => panic!("a mamba config loaded as a completion model"),
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(_) => panic!("{label}: the edited config loaded"),
         Err(error) => error.to_string(),
-    };
+    }
+}
+
+#[test]
+fn an_unknown_model_type_is_a_clear_load_error() {
+    let message = load_error_with_config("gpt2", "unknown-type", |config| {
+        config["model_type"] = json!("mamba");
+    });
     assert!(
         message.contains(
             "model_type \"mamba\" is not a supported completion model; supported: gpt2, distilgpt2, gpt_neo, gptj"
         ),
         "{message}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn inconsistent_gpt_neo_and_gptj_configs_are_clear_load_errors() {
+    let message = load_error_with_config("gpt_neo", "neo-layers", |config| {
+        config["attention_types"] = json!([[["global", "local"], 2]]);
+    });
+    assert!(
+        message.contains("attention_types name 4 layers but num_layers is 2"),
+        "{message}"
+    );
+    let message = load_error_with_config("gpt_neo", "neo-kind", |config| {
+        config["attention_types"] = json!([[["global", "sparse"], 1]]);
+    });
+    assert!(
+        message.contains("attention type \"sparse\" is neither \"global\" nor \"local\""),
+        "{message}"
+    );
+    let message = load_error_with_config("gptj", "gptj-rotary", |config| {
+        config["rotary_dim"] = json!(7);
+    });
+    assert!(
+        message.contains("rotary_dim 7 must be even and at most the head size 16"),
+        "{message}"
+    );
 }
