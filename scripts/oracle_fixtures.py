@@ -9,6 +9,8 @@ causal masks or Marian's sinusoidal tables are not in the file), and
 - gpt2, gpt_neo (alternating global and local attention, a local window
   shorter than the prompts), gptj (rotary embeddings, parallel attention and
   MLP): greedy continuations (`generate`, do_sample=False) of several prompts;
+  gptj_bin holds gptj's weights as `save_pretrained(safe_serialization=False)`
+  writes them (pytorch_model.bin, as EleutherAI/gpt-j-6b has on main);
 - marian: greedy and beam-4 translations (`generate`);
 - distilbert, bert: the question-answering pipeline's top answers with offsets
   (short contexts, accents and CJK, and a context of several windows).
@@ -102,12 +104,15 @@ def margin_along(scores) -> float:
     return min(gaps)
 
 
-def causal(name, model_class, config, tokenizers, out):
+def causal(name, model_class, config, tokenizers, out, torch_save_copy=None):
     torch.manual_seed(SEED)
     directory = out / name
     model = model_class(config).eval()
     model.save_pretrained(directory, safe_serialization=True)
     copy_tokenizer(tokenizers / "gpt2", directory, ("vocab.json", "merges.txt"))
+    if torch_save_copy:
+        model.save_pretrained(out / torch_save_copy, safe_serialization=False)
+        copy_tokenizer(tokenizers / "gpt2", out / torch_save_copy, ("vocab.json", "merges.txt"))
     tokenizer = AutoTokenizer.from_pretrained(directory)
     cases = []
     for prompt in PROMPTS:
@@ -204,7 +209,8 @@ def main() -> None:
             attention_types=[[["global", "local"], 1]], window_size=4, initializer_range=INIT_RANGE, **common),
             args.tokenizers, args.out),
         causal("gptj", GPTJForCausalLM, GPTJConfig(n_positions=128, n_embd=32, n_layer=2, n_head=2, rotary_dim=8,
-                                                   initializer_range=INIT_RANGE, **common), args.tokenizers, args.out),
+                                                   initializer_range=INIT_RANGE, **common), args.tokenizers, args.out,
+               torch_save_copy="gptj_bin"),
         marian(args.tokenizers, args.out),
         marian(args.tokenizers, args.out, name="marian_eos", eos_bias=MARIAN_EOS_BIAS),
         distilbert(args.tokenizers, args.out),

@@ -1,7 +1,9 @@
 //! Named weight tensors of a checkpoint, read without rust-bert's VarStore:
 //! a `model.safetensors` (as transformers' `save_pretrained` writes it), a
-//! sharded `model.safetensors.index.json` (its shards next to it) or
-//! rust-bert's `rust_model.ot`. Every floating tensor comes out fp32 on the
+//! sharded `model.safetensors.index.json` (its shards next to it),
+//! rust-bert's `rust_model.ot` or, as a last resort, a `pytorch_model.bin`
+//! (a state dict written by torch.save, read through libtorch's pickle
+//! loader; it holds the whole file in memory while reading). Every floating tensor comes out fp32 on the
 //! target device (fp16/bf16 files included); `Linear` then applies the
 //! configured precision. Lookups tolerate transformers' `transformer.`
 //! prefix being present or not, and buffers transformers no longer saves
@@ -20,7 +22,8 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Reads every tensor of `path`, picked by its name: `*.safetensors`,
-    /// `*.index.json` (sharded safetensors) or anything else as a tch archive.
+    /// `*.index.json` (sharded safetensors), `*.bin` (torch.save) or anything
+    /// else as a tch archive.
     pub fn read(path: &Path, device: Device) -> Result<Checkpoint, String> {
         let name = path
             .file_name()
@@ -30,6 +33,9 @@ impl Checkpoint {
             read_sharded(path)?
         } else if name.ends_with(".safetensors") {
             read_safetensors(path)?
+        } else if name.ends_with(".bin") {
+            Tensor::loadz_multi(path)
+                .map_err(|error| format!("cannot load {}: {error}", path.display()))?
         } else {
             Tensor::load_multi(path)
                 .map_err(|error| format!("cannot load {}: {error}", path.display()))?

@@ -13,31 +13,13 @@ use std::path::Path;
 
 use rust_bert::Activation;
 use serde::Deserialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::checkpoint::Checkpoint;
 
 use super::kv_cache::{KvCache, Prefilled};
+use super::layers::{merge_heads, split_heads, DecoderShape, LayerNorm, LeftPadded};
 use super::linear::{Linear, Precision};
-
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    fn forward(&self, input: &Tensor) -> Tensor {
-        let width = self.weight.size()[0];
-        input.layer_norm(
-            [width],
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            false,
-        )
-    }
-}
 
 struct Block {
     ln_1: LayerNorm,
@@ -50,16 +32,6 @@ struct Block {
     scale: f64,
 }
 
-/// The shape numbers a caller needs.
-#[derive(Debug, Clone, Copy)]
-pub struct Gpt2Shape {
-    pub layers: usize,
-    pub heads: i64,
-    pub head_dim: i64,
-    pub context_length: usize,
-    pub vocab_size: i64,
-}
-
 pub struct Gpt2Decoder {
     token_embeddings: Tensor,
     position_embeddings: Tensor,
@@ -67,7 +39,7 @@ pub struct Gpt2Decoder {
     ln_f: LayerNorm,
     lm_head: Linear,
     activation: fn(&Tensor) -> Tensor,
-    shape: Gpt2Shape,
+    shape: DecoderShape,
     device: Device,
 }
 
@@ -158,13 +130,8 @@ impl Gpt2Decoder {
         device: Device,
     ) -> Result<Gpt2Decoder, String> {
         let get = |name: &str| checkpoint.get(name);
-        let layer_norm = |prefix: &str| -> Result<LayerNorm, String> {
-            Ok(LayerNorm {
-                weight: get(&format!("{prefix}.weight"))?,
-                bias: get(&format!("{prefix}.bias"))?,
-                eps: config.layer_norm_epsilon,
-            })
-        };
+        let layer_norm =
+            |prefix: &str| LayerNorm::read(checkpoint, prefix, config.layer_norm_epsilon);
         // GPT-2 stores its projections as Conv1D, [in, out]; Linear wants [out, in].
         let conv1d = |prefix: &str| -> Result<Linear, String> {
             let weight = get(&format!("{prefix}.weight"))?;
@@ -214,7 +181,7 @@ impl Gpt2Decoder {
             blocks,
             ln_f: layer_norm("transformer.ln_f")?,
             activation: activation(&config.activation_function)?,
-            shape: Gpt2Shape {
+            shape: DecoderShape {
                 layers: config.n_layer,
                 heads,
                 head_dim,
@@ -225,7 +192,7 @@ impl Gpt2Decoder {
         })
     }
 
-    pub fn shape(&self) -> Gpt2Shape {
+    pub fn shape(&self) -> DecoderShape {
         self.shape
     }
 
@@ -244,30 +211,14 @@ impl Gpt2Decoder {
             + self.position_embeddings.index_select(0, positions)
     }
 
-    /// [batch, tokens, embd] -> [batch, heads, tokens, head_dim]
-    fn split_heads(&self, x: &Tensor) -> Tensor {
-        let size = x.size();
-        x.view([size[0], size[1], self.shape.heads, self.shape.head_dim])
-            .transpose(1, 2)
-    }
-
-    fn merge_heads(&self, x: &Tensor) -> Tensor {
-        let size = x.size();
-        x.transpose(1, 2).contiguous().view([
-            size[0],
-            size[2],
-            self.shape.heads * self.shape.head_dim,
-        ])
-    }
-
     /// Query, keys and values of a block's input, each [batch, heads, tokens, head_dim].
     fn project(&self, block: &Block, hidden: &Tensor) -> (Tensor, Tensor, Tensor) {
         let qkv = block.qkv.forward(&block.ln_1.forward(hidden));
         let parts = qkv.split(qkv.size()[2] / 3, 2);
         (
-            self.split_heads(&parts[0]),
-            self.split_heads(&parts[1]),
-            self.split_heads(&parts[2]),
+            split_heads(&parts[0], self.shape.heads),
+            split_heads(&parts[1], self.shape.heads),
+            split_heads(&parts[2], self.shape.heads),
         )
     }
 
@@ -291,7 +242,7 @@ impl Gpt2Decoder {
             false,
             Some(block.scale),
         );
-        let hidden = hidden + block.attention_out.forward(&self.merge_heads(&attended));
+        let hidden = hidden + block.attention_out.forward(&merge_heads(&attended));
         let inner = block.mlp_in.forward(&block.ln_2.forward(&hidden));
         &hidden + block.mlp_out.forward(&(self.activation)(&inner))
     }
@@ -303,24 +254,13 @@ impl Gpt2Decoder {
     /// Runs whole prompts, all at once: one read of the weights serves them
     /// all. Each prompt must hold at least one token.
     pub fn prefill(&self, prompts: &[&[i64]]) -> Prefilled {
-        let rows = prompts.len() as i64;
-        let columns = prompts.iter().map(|p| p.len()).max().unwrap_or(0) as i64;
-        let starts: Vec<i64> = prompts.iter().map(|p| columns - p.len() as i64).collect();
-        let mut ids = vec![0i64; (rows * columns) as usize];
-        let mut positions = vec![0i64; (rows * columns) as usize];
-        for (row, prompt) in prompts.iter().enumerate() {
-            let offset = row * columns as usize + starts[row] as usize;
-            ids[offset..offset + prompt.len()].copy_from_slice(prompt);
-            for (index, position) in positions[offset..offset + prompt.len()]
-                .iter_mut()
-                .enumerate()
-            {
-                *position = index as i64;
-            }
-        }
-        let positions = Tensor::from_slice(&positions).to_device(self.device);
-        let mut hidden = self.embed(&ids, &positions).view([rows, columns, -1]);
-        let bias = prefill_bias(&starts, columns, self.device);
+        let padded = LeftPadded::new(prompts);
+        let (rows, columns) = (padded.rows, padded.columns);
+        let positions = Tensor::from_slice(&padded.positions).to_device(self.device);
+        let mut hidden = self
+            .embed(&padded.ids, &positions)
+            .view([rows, columns, -1]);
+        let bias = padded.attention_bias(None, self.device);
         let mut layers = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let (query, keys, values) = self.project(block, &hidden);
@@ -333,7 +273,7 @@ impl Gpt2Decoder {
         Prefilled {
             logits: self.logits(&last),
             layers,
-            starts,
+            starts: padded.starts,
         }
     }
 
@@ -353,21 +293,4 @@ impl Gpt2Decoder {
         cache.commit_column();
         self.logits(&hidden.squeeze_dim(1))
     }
-}
-
-/// Additive attention bias of a left-padded prefill, [rows, 1, columns, columns]:
-/// a query sees the tokens of its row up to itself. (A padding query also sees
-/// itself, so no softmax row is empty; its output is never attended to.)
-fn prefill_bias(starts: &[i64], columns: i64, device: Device) -> Tensor {
-    let position = Tensor::arange(columns, (Kind::Int64, device));
-    let query = position.view([1, columns, 1]);
-    let key = position.view([1, 1, columns]);
-    let starts = Tensor::from_slice(starts)
-        .to_device(device)
-        .view([-1, 1, 1]);
-    let causal = key.le_tensor(&query);
-    let visible = causal.logical_and(&key.ge_tensor(&starts).logical_or(&key.eq_tensor(&query)));
-    Tensor::zeros(visible.size(), (Kind::Float, device))
-        .masked_fill(&visible.logical_not(), f64::NEG_INFINITY)
-        .unsqueeze(1)
 }

@@ -2,16 +2,21 @@
 //! `PromptEncoder`), requests and answers (`request`), the continuous
 //! batching loop that runs many requests through one model (`scheduler`),
 //! its batched key/value cache (`kv_cache`), per-sequence sampling
-//! (`sampling`) and incremental detokenization (`detokenize`). GPT-2's
-//! forward passes (`gpt2`) with weights at a chosen precision (`linear`)
-//! are the first `CausalLm`. Encoder-decoder models implement `Seq2SeqLm`
+//! (`sampling`) and incremental detokenization (`detokenize`). The
+//! decoder-only forward passes, GPT-2 (`gpt2`), GPT-Neo (`gpt_neo`) and
+//! GPT-J (`gptj`), share `layers`, run their weights at a chosen precision
+//! (`linear`) and are picked by model_type in `decoder`. Encoder-decoder models implement `Seq2SeqLm`
 //! (`seq2seq`), decoded by greedy or beam search (`search`); Marian
 //! (`marian`) is the first.
 
 pub mod checkpoint;
+pub mod decoder;
 pub mod detokenize;
 pub mod gpt2;
+pub mod gpt_neo;
+pub mod gptj;
 pub mod kv_cache;
+pub mod layers;
 pub mod linear;
 pub mod marian;
 pub mod model;

@@ -8,7 +8,8 @@ use super::kv_cache::{KvCache, Prefilled};
 use super::request::{EncodedPrompt, GenerationRequest};
 use crate::engine::PredictError;
 
-/// A decoder-only language model with a key/value cache (GPT-2 today).
+/// A decoder-only language model with a key/value cache (`CompletionModel`
+/// over GPT-2, GPT-Neo or GPT-J).
 /// Runs on the model thread only, so it needs to be neither `Send` nor
 /// `Sync` once loaded.
 pub trait CausalLm {

@@ -1,6 +1,7 @@
-//! Text completion with a GPT-2 family model, the first `CausalLm`: its
-//! files, its prompt encoder (run by the tokenizer pool) and the loaded model
-//! (tokenizer plus `Gpt2Decoder`). The generation engine that serves it is
+//! Text completion with a causal LM that uses GPT-2's tokenizer (GPT-2,
+//! GPT-Neo, GPT-J; `generation::decoder` picks the forward passes by
+//! model_type): its files, its prompt encoder (run by the tokenizer pool)
+//! and the loaded model (tokenizer plus decoder). The generation engine that serves it is
 //! `generation`; it knows this model only through its traits.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tch::{Device, Tensor};
 use super::{model_error, read_json, FAULT_INPUT};
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::engine::{LoadError, LoadReport, PredictError};
-use crate::generation::gpt2::Gpt2Decoder;
+use crate::generation::decoder::{self as decoders, Decoder};
 use crate::generation::kv_cache::{KvCache, Prefilled};
 use crate::generation::linear::{fbgemm_available, Precision};
 use crate::generation::model::{CausalLm, PromptEncoder};
@@ -21,10 +22,21 @@ use crate::generation::{self, GenerationHandle};
 use crate::metrics::Metrics;
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
 
-/// The files a GPT-2 model needs.
+/// The weights, in the order they are looked for: those every task reads
+/// (`WEIGHTS`), then torch.save's `pytorch_model.bin`, which is all some
+/// hub repositories have on `main` (EleutherAI/gpt-j-6b).
+pub const CAUSAL_WEIGHTS: FileWanted = FileWanted::required(&CAUSAL_WEIGHT_NAMES);
+const CAUSAL_WEIGHT_NAMES: [&str; 4] = [
+    WEIGHTS.names[0],
+    WEIGHTS.names[1],
+    WEIGHTS.names[2],
+    "pytorch_model.bin",
+];
+
+/// The files a completion model needs (GPT-2's tokenizer files included).
 pub const FILES: [FileWanted; 4] = [
     CONFIG,
-    WEIGHTS,
+    CAUSAL_WEIGHTS,
     FileWanted::required(&["vocab.json"]),
     FileWanted::required(&["merges.txt"]),
 ];
@@ -99,10 +111,13 @@ impl Gpt2PromptEncoder {
     }
 }
 
-/// A GPT-2 model ready to decode: network, and the tokenizer both ways.
+/// A causal LM ready to decode: network, and the tokenizer both ways.
 pub struct CompletionModel {
-    decoder: Gpt2Decoder,
+    decoder: Decoder,
     tokenizer: Arc<TokenizerOption>,
+    /// Ids the tokenizer knows; logits beyond (GPT-J 6B's vocab_size is
+    /// 50400 for 50257 tokens) are dropped so no sampler can pick them.
+    tokenizer_vocab: i64,
     eos_id: i64,
     /// Shared with the tokenizer pool.
     encoder: Arc<Gpt2PromptEncoder>,
@@ -136,11 +151,13 @@ impl CausalLm for CompletionModel {
     }
 
     fn prefill(&self, prompts: &[&[i64]]) -> Prefilled {
-        self.decoder.prefill(prompts)
+        let mut prefilled = self.decoder.prefill(prompts);
+        prefilled.logits = self.known_tokens(prefilled.logits);
+        prefilled
     }
 
     fn step(&self, tokens: &[i64], positions: &[i64], cache: &mut KvCache) -> Tensor {
-        self.decoder.step(tokens, positions, cache)
+        self.known_tokens(self.decoder.step(tokens, positions, cache))
     }
 
     fn eos_id(&self) -> i64 {
@@ -153,12 +170,22 @@ impl CausalLm for CompletionModel {
 }
 
 impl CompletionModel {
+    /// `logits` ([rows, vocab]) over the ids the tokenizer knows only.
+    fn known_tokens(&self, logits: Tensor) -> Tensor {
+        if logits.size()[1] > self.tokenizer_vocab {
+            logits.narrow(1, 0, self.tokenizer_vocab)
+        } else {
+            logits
+        }
+    }
+
     pub fn load(config: CompletionConfig) -> Result<CompletionModel, LoadError> {
         let files = &config.location.resolve(&FILES)?;
         let config_path = files.require("config.json")?;
         let model_config = read_json(config_path)?;
         let eos_id = model_config["eos_token_id"].as_i64().unwrap_or(50256);
-        check_model_type(&model_config).map_err(|error| model_error(&files.source, error))?;
+        let model_type = decoders::model_type(&model_config)
+            .map_err(|error| model_error(&files.source, error))?;
         if config.precision != Precision::Fp32 && config.device != Device::Cpu {
             return Err(model_error(
                 &files.source,
@@ -178,15 +205,25 @@ impl CompletionModel {
                 ),
             ));
         }
-        let decoder = Gpt2Decoder::load(
+        let decoder = Decoder::load(
+            model_type,
             config_path,
-            files.require(WEIGHTS.names[0])?,
+            files.require(CAUSAL_WEIGHTS.names[0])?,
             config.precision,
             config.device,
         )
         .map_err(|error| model_error(&files.source, error))?;
         let vocab = files.require("vocab.json")?;
         let merges = files.require("merges.txt")?;
+        let tokenizer_vocab = read_json(vocab)?
+            .as_object()
+            .map_or(0, |entries| entries.len() as i64);
+        if tokenizer_vocab == 0 {
+            return Err(model_error(
+                &files.source,
+                format!("{} holds no tokens", vocab.display()),
+            ));
+        }
         let tokenizer = Arc::new(
             TokenizerOption::from_file(
                 ModelType::GPT2,
@@ -207,27 +244,9 @@ impl CompletionModel {
         Ok(CompletionModel {
             decoder,
             tokenizer,
+            tokenizer_vocab,
             eos_id,
             encoder,
         })
-    }
-}
-
-/// The `model_type` values this engine has forward passes for.
-pub const SUPPORTED_MODEL_TYPES: [&str; 2] = ["gpt2", "distilgpt2"];
-
-/// Refuses a config.json whose `model_type` names an architecture without
-/// forward passes here (a missing one is taken as GPT-2, as rust-bert's
-/// converted configs sometimes leave it out).
-fn check_model_type(config: &serde_json::Value) -> Result<(), String> {
-    match config.get("model_type") {
-        None | Some(serde_json::Value::Null) => Ok(()),
-        Some(serde_json::Value::String(name)) if SUPPORTED_MODEL_TYPES.contains(&name.as_str()) => {
-            Ok(())
-        }
-        Some(other) => Err(format!(
-            "model_type {other} is not a supported completion model; supported: {}",
-            SUPPORTED_MODEL_TYPES.join(", ")
-        )),
     }
 }

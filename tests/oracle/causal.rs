@@ -1,7 +1,8 @@
-//! Oracle tests: causal LMs. The server loads the GPT-2 checkpoint that
-//! transformers saved (safetensors without the attention-mask buffers), and
-//! the same weights re-saved sharded or as fp16, and must continue every
-//! fixture prompt greedily with exactly transformers' tokens.
+//! Oracle tests: causal LMs. The server loads the GPT-2, GPT-Neo and GPT-J
+//! checkpoints that transformers saved (safetensors without the
+//! attention-mask buffers), and GPT-2's weights re-saved sharded or as fp16,
+//! and must continue every fixture prompt greedily with exactly
+//! transformers' tokens, one request at a time and batched together.
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +17,13 @@ use super::helpers::{spawn_app, tiny_settings, TestApp};
 
 /// A server whose completion model is the checkpoint in `dir`.
 fn serve(dir: &str) -> TestApp {
+    serve_at(dir, Precision::Fp32)
+}
+
+fn serve_at(dir: &str, precision: Precision) -> TestApp {
     let mut settings = tiny_settings();
     settings.completion.model.source = dir.to_string();
+    settings.completion.precision = precision;
     let app = spawn_app(settings);
     app.wait_ready();
     app
@@ -60,31 +66,165 @@ fn gpt2_saved_by_transformers_continues_like_transformers() {
     assert_matches_oracle(&app, "gpt2");
 }
 
-#[test]
-fn gpt2_prompts_batched_together_continue_like_transformers() {
-    let app = serve(&fixtures::checkpoint("gpt2"));
+/// Every fixture prompt sent at once (so they are prefilled and decoded in
+/// one batch, left-padded) gives transformers' text.
+fn assert_batched_matches_oracle(app: &TestApp, name: &str) {
     let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = cases("gpt2")
+        let handles: Vec<_> = cases(name)
             .iter()
-            .map(|case| {
-                let app = &app;
-                scope.spawn(move || app.post("/complete", &request(case)))
-            })
+            .map(|case| scope.spawn(move || app.post("/complete", &request(case))))
             .collect();
         handles
             .into_iter()
             .map(|handle| handle.join().expect("request thread"))
             .collect()
     });
-    for ((status, body), case) in answers.iter().zip(cases("gpt2")) {
+    for ((status, body), case) in answers.iter().zip(cases(name)) {
         assert_eq!(*status, 200, "{body}");
-        assert_eq!(body["completions"][0]["text"], case["text"]);
+        assert_eq!(
+            body["completions"][0]["text"], case["text"],
+            "prompt {:?}",
+            case["prompt"]
+        );
     }
 }
 
-/// A fresh directory with the tokenizer and config of build/oracle/gpt2.
-fn copy_of_gpt2(label: &str) -> PathBuf {
-    let source = PathBuf::from(fixtures::checkpoint("gpt2"));
+#[test]
+fn gpt2_prompts_batched_together_continue_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gpt2"));
+    assert_batched_matches_oracle(&app, "gpt2");
+}
+
+#[test]
+fn gpt_neo_saved_by_transformers_continues_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gpt_neo"));
+    assert_matches_oracle(&app, "gpt_neo");
+}
+
+#[test]
+fn gpt_neo_prompts_batched_together_continue_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gpt_neo"));
+    assert_batched_matches_oracle(&app, "gpt_neo");
+}
+
+#[test]
+fn gptj_saved_by_transformers_continues_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gptj"));
+    assert_matches_oracle(&app, "gptj");
+}
+
+#[test]
+fn gptj_prompts_batched_together_continue_like_transformers() {
+    let app = serve(&fixtures::checkpoint("gptj"));
+    assert_batched_matches_oracle(&app, "gptj");
+}
+
+/// Streamed token texts of a greedy fixture continuation, joined, are
+/// transformers' text, and the final event says the same.
+fn assert_streams_oracle_text(app: &TestApp, name: &str) {
+    let case = &cases(name)[0];
+    let mut body = request(case);
+    body["stream"] = json!(true);
+    let (events, _) = app.stream(&body);
+    let (done, tokens) = events.split_last().expect("some events");
+    assert_eq!(done.name, "done", "{done:?}");
+    // An event per token, except where a token ends inside a character.
+    let generated = case["ids"].as_array().expect("ids").len();
+    assert!(
+        tokens.len() > 1 && tokens.len() <= generated,
+        "{} events for {generated} tokens: {tokens:?}",
+        tokens.len()
+    );
+    let streamed: String = tokens
+        .iter()
+        .map(|event| event.data["text"].as_str().expect("token text"))
+        .collect();
+    assert_eq!(streamed, case["text"].as_str().expect("fixture text"));
+    assert_eq!(done.data["completions"][0]["text"], case["text"]);
+}
+
+#[test]
+fn gpt_neo_and_gptj_stream_transformers_text() {
+    assert_streams_oracle_text(&serve(&fixtures::checkpoint("gpt_neo")), "gpt_neo");
+    assert_streams_oracle_text(&serve(&fixtures::checkpoint("gptj")), "gptj");
+}
+
+#[test]
+fn gptj_saved_with_torch_save_continues_like_transformers() {
+    // build/oracle/gptj_bin: the gptj weights as save_pretrained(safe_serialization=False)
+    // writes them (pytorch_model.bin only), as EleutherAI/gpt-j-6b has on main.
+    let app = serve(&fixtures::checkpoint("gptj_bin"));
+    assert_matches_oracle(&app, "gptj");
+}
+
+#[test]
+fn gptj_with_a_vocabulary_larger_than_its_tokenizer_never_picks_the_extra_ids() {
+    // GPT-J 6B's lm_head has 50400 rows for 50257 tokens. Padded here with
+    // rows whose bias would win every argmax: the continuations must stay
+    // transformers' (the extra ids are not the tokenizer's, so never picked).
+    let dir = copy_of("gptj", "gptj-wide-vocab");
+    let extra = 50400 - 50257;
+    let tensors: Vec<(String, Tensor)> = checkpoint_tensors("gptj")
+        .into_iter()
+        .map(|(name, tensor)| {
+            let padding = match name.as_str() {
+                "lm_head.weight" | "transformer.wte.weight" => {
+                    Tensor::zeros([extra, tensor.size()[1]], (Kind::Float, Device::Cpu))
+                }
+                "lm_head.bias" => Tensor::full([extra], 1e4, (Kind::Float, Device::Cpu)),
+                _ => return (name, tensor),
+            };
+            (name, Tensor::cat(&[tensor, padding], 0))
+        })
+        .collect();
+    Tensor::write_safetensors(&tensors, dir.join("model.safetensors")).expect("write");
+    let config_path = dir.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config"))
+            .expect("json");
+    config["vocab_size"] = json!(50400);
+    std::fs::write(&config_path, config.to_string()).expect("config");
+    let app = serve(&dir.display().to_string());
+    assert_matches_oracle(&app, "gptj");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gpt_neo_and_gptj_serve_and_stream_at_fp16_and_int8() {
+    // Reduced precision may flip the tiny random models' near ties (fixture
+    // min_logit_gap), so the check is that each loads, streams, and decodes
+    // exactly the tokens asked for; precision-report measures agreement.
+    for name in ["gpt_neo", "gptj"] {
+        for precision in [Precision::Fp16, Precision::Int8] {
+            let app = serve_at(&fixtures::checkpoint(name), precision);
+            let case = &cases(name)[1];
+            let mut body = request(case);
+            body["stream"] = json!(true);
+            let (events, _) = app.stream(&body);
+            let (done, tokens) = events.split_last().expect("some events");
+            assert_eq!(done.name, "done", "{name} {precision:?}: {done:?}");
+            let streamed: String = tokens
+                .iter()
+                .map(|event| event.data["text"].as_str().expect("token text"))
+                .collect();
+            let answer = &done.data;
+            assert_eq!(answer["completions"][0]["text"], json!(streamed));
+            assert_eq!(answer["completions"][0]["finish_reason"], "length");
+            assert_eq!(
+                answer["usage"]["completion_tokens"],
+                json!(case["ids"].as_array().expect("ids").len())
+            );
+            assert_eq!(
+                answer["usage"]["prompt_tokens"],
+                json!(case["prompt_ids"].as_array().expect("prompt ids").len())
+            );
+        }
+    }
+}
+
+/// A fresh directory with the tokenizer and config of build/oracle/`name`.
+fn copy_of(name: &str, label: &str) -> PathBuf {
+    let source = PathBuf::from(fixtures::checkpoint(name));
     let dir = std::env::temp_dir().join(format!("nlp-serve-{label}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -94,9 +234,18 @@ fn copy_of_gpt2(label: &str) -> PathBuf {
     dir
 }
 
+fn checkpoint_tensors(name: &str) -> Vec<(String, Tensor)> {
+    Tensor::read_safetensors(Path::new(&fixtures::checkpoint(name)).join("model.safetensors"))
+        .expect("oracle safetensors")
+}
+
+/// A fresh directory with the tokenizer and config of build/oracle/gpt2.
+fn copy_of_gpt2(label: &str) -> PathBuf {
+    copy_of("gpt2", label)
+}
+
 fn gpt2_tensors() -> Vec<(String, Tensor)> {
-    Tensor::read_safetensors(Path::new(&fixtures::checkpoint("gpt2")).join("model.safetensors"))
-        .expect("oracle gpt2 safetensors")
+    checkpoint_tensors("gpt2")
 }
 
 #[test]
@@ -158,11 +307,11 @@ fn gpt2_with_fp16_tensors_loads_as_those_values_in_fp32() {
     let _ = std::fs::remove_dir_all(&float_dir);
 }
 
-#[test]
-fn an_unknown_model_type_is_a_clear_load_error() {
-    let dir = copy_of_gpt2("unknown-type");
+/// The load error of the checkpoint `name` with `edit` applied to its config.json.
+fn load_error_with_config(name: &str, label: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let dir = copy_of(name, label);
     std::fs::copy(
-        Path::new(&fixtures::checkpoint("gpt2")).join("model.safetensors"),
+        Path::new(&fixtures::checkpoint(name)).join("model.safetensors"),
         dir.join("model.safetensors"),
     )
     .expect("copy weights");
@@ -170,7 +319,7 @@ fn an_unknown_model_type_is_a_clear_load_error() {
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config"))
             .expect("json");
-    config["model_type"] = json!("mamba");
+    edit(&mut config);
     std::fs::write(&config_path, config.to_string()).expect("config");
     let mut settings = tiny_settings();
     settings.completion.model.source = dir.display().to_string();
@@ -185,15 +334,47 @@ fn an_unknown_model_type_is_a_clear_load_error() {
         max_prompt_tokens: 100,
         fault_injection: false,
     });
-    let message = match result {
-        Ok(_) => panic!("a mamba config loaded as a completion model"),
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(_) => panic!("{label}: the edited config loaded"),
         Err(error) => error.to_string(),
-    };
+    }
+}
+
+#[test]
+fn an_unknown_model_type_is_a_clear_load_error() {
+    let message = load_error_with_config("gpt2", "unknown-type", |config| {
+        config["model_type"] = json!("mamba");
+    });
     assert!(
         message.contains(
-            "model_type \"mamba\" is not a supported completion model; supported: gpt2, distilgpt2"
+            "model_type \"mamba\" is not a supported completion model; supported: gpt2, distilgpt2, gpt_neo, gptj"
         ),
         "{message}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn inconsistent_gpt_neo_and_gptj_configs_are_clear_load_errors() {
+    let message = load_error_with_config("gpt_neo", "neo-layers", |config| {
+        config["attention_types"] = json!([[["global", "local"], 2]]);
+    });
+    assert!(
+        message.contains("attention_types name 4 layers but num_layers is 2"),
+        "{message}"
+    );
+    let message = load_error_with_config("gpt_neo", "neo-kind", |config| {
+        config["attention_types"] = json!([[["global", "sparse"], 1]]);
+    });
+    assert!(
+        message.contains("attention type \"sparse\" is neither \"global\" nor \"local\""),
+        "{message}"
+    );
+    let message = load_error_with_config("gptj", "gptj-rotary", |config| {
+        config["rotary_dim"] = json!(7);
+    });
+    assert!(
+        message.contains("rotary_dim 7 must be even and at most the head size 16"),
+        "{message}"
+    );
 }

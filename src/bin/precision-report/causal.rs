@@ -1,4 +1,4 @@
-//! GPT-2: greedy agreement, logit drift and decoding speed.
+//! Causal LMs (GPT-2, GPT-Neo, GPT-J, by model_type): greedy agreement, logit drift and decoding speed.
 //!
 //! Prompts are 32-token windows spread over TEXT_FILE. For each reduced
 //! precision it prints, as JSON: the share of prompts whose greedy
@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use nlp_serve::generation::gpt2::Gpt2Decoder;
+use nlp_serve::generation::decoder::Decoder;
 use nlp_serve::generation::linear::Precision;
 use rust_bert::pipelines::common::{ModelType, TokenizerOption};
 use serde_json::json;
@@ -25,7 +25,7 @@ fn argmax(logits: &Tensor) -> i64 {
 }
 
 /// Greedy continuation; also the logits seen at each step and the step times.
-fn greedy(decoder: &Gpt2Decoder, prompt: &[i64], tokens: usize) -> (Vec<i64>, Vec<f64>) {
+fn greedy(decoder: &Decoder, prompt: &[i64], tokens: usize) -> (Vec<i64>, Vec<f64>) {
     let mut cache = decoder.new_cache();
     let prefilled = decoder.prefill(&[prompt]);
     cache.join(&prefilled);
@@ -43,7 +43,7 @@ fn greedy(decoder: &Gpt2Decoder, prompt: &[i64], tokens: usize) -> (Vec<i64>, Ve
 }
 
 /// Logits after every token of `prompt` followed by `path` (teacher forcing).
-fn forced_logits(decoder: &Gpt2Decoder, prompt: &[i64], path: &[i64]) -> Vec<Tensor> {
+fn forced_logits(decoder: &Decoder, prompt: &[i64], path: &[i64]) -> Vec<Tensor> {
     let mut cache = decoder.new_cache();
     let prefilled = decoder.prefill(&[prompt]);
     cache.join(&prefilled);
@@ -81,7 +81,7 @@ pub fn report(
         .collect();
     let weights = weights_file(dir)?;
     let load = |precision| {
-        Gpt2Decoder::load(&dir.join("config.json"), &weights, precision, Device::Cpu)
+        Decoder::load_from_config(&dir.join("config.json"), &weights, precision, Device::Cpu)
             .map_err(anyhow::Error::msg)
     };
     let reference = load(Precision::Fp32)?;

@@ -1,7 +1,8 @@
 //! How far fp16 and int8 weights move a model from fp32, for the benchmark
 //! report and for choosing each task's default precision. The model
-//! directory's config.json says which report: GPT-2 (`causal`: greedy
-//! agreement, logit drift, decoding speed), DistilBERT or BERT question answering
+//! directory's config.json says which report: GPT-2, GPT-Neo or GPT-J
+//! (`causal`: greedy agreement, logit drift, decoding speed), DistilBERT or
+//! BERT question answering
 //! (`qa`: identical answer spans, logit drift, forward time) or Marian
 //! translation (`generation::precision_check`: identical greedy and beam-4
 //! translations, top-1 agreement, time per sentence).
