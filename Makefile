@@ -23,7 +23,7 @@ CARGO_BUILD := cargo build --release --locked
 BENCH_VENV := bench/.venv
 BENCH_PYTHON := $(CURDIR)/$(BENCH_VENV)/bin/python
 
-.PHONY: oracle-fixtures run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots ops-check overload overload-smoke fuzz image-check
+.PHONY: oracle-fixtures run test build tiny-models openapi lint fmt clean-models bench bench-smoke bench-deps e2e e2e-deps screenshots ops-check openai-check overload overload-smoke fuzz image-check
 
 OPS_VENV := build/ops-venv
 
@@ -36,13 +36,15 @@ run: build $(if $(filter tiny,$(PROFILE)),tiny-models)
 	PORT=$(PORT) ./target/release/nlp-serve $(if $(PROFILE),--profile $(PROFILE))
 
 ## The whole test suite: formatting, lints, unit and black-box tests, the
-## browser tests of the playground page, and a smoke run of the benchmark harness.
+## browser tests of the playground page, operations checks, the OpenAI client
+## check, an overload run and a smoke run of the benchmark harness.
 test: $(VENV)/.installed tiny-models oracle-fixtures
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 	cargo test --release --locked
 	$(MAKE) e2e
 	$(MAKE) ops-check
+	$(MAKE) openai-check
 	$(MAKE) overload-smoke
 	$(MAKE) bench-smoke
 
@@ -75,6 +77,17 @@ $(OPS_VENV)/.installed:
 fuzz: build tiny-models $(OPS_VENV)/.installed
 	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
 	FUZZ_EXAMPLES=2000 PATH=$(CURDIR)/$(OPS_VENV)/bin:$$PATH tests/ops/check.sh
+
+## OpenAI's official Python client (PyPI) against the running server:
+## /v1/models and /v1/completions, streaming and not, errors.
+OPENAI_VENV := build/openai-venv
+openai-check: build tiny-models $(OPENAI_VENV)/.installed
+	$(OPENAI_VENV)/bin/python tests/openai/check.py
+
+$(OPENAI_VENV)/.installed:
+	$(PYTHON) -m venv $(OPENAI_VENV)
+	$(OPENAI_VENV)/bin/pip install --quiet --disable-pip-version-check openai==3.57.0
+	touch $@
 
 ## Far past capacity and back: only 200/429, bounded p99, flat memory,
 ## immediate recovery. The bounded run is part of `make test`.

@@ -13,7 +13,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::Next;
 use actix_web::web::Data;
-use actix_web::{Error, ResponseError};
+use actix_web::Error;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
@@ -203,7 +203,7 @@ pub async fn check(
     match decision {
         Ok(()) => Ok(next.call(request).await?.map_into_left_body()),
         Err(denied) => {
-            let response = ApiError::from(denied).error_response();
+            let response = ApiError::from(denied).response_for(request.path());
             Ok(request.into_response(response).map_into_right_body())
         }
     }

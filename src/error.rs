@@ -3,9 +3,10 @@
 
 use actix_web::http::header::{HeaderValue, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 
 use crate::api::error::ErrorResponse;
+use crate::api::openai::{OpenAiErrorDetail, OpenAiErrorResponse};
 use crate::documents::StoreError;
 use crate::engine::{PredictError, SubmitError, Task};
 use crate::validation::ValidationError;
@@ -101,6 +102,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.response_builder().json(ErrorResponse::from(self))
+    }
+}
+
+impl ApiError {
+    /// The status and headers (Retry-After, WWW-Authenticate, Allow) of
+    /// this error's response, whatever the body's shape.
+    fn response_builder(&self) -> HttpResponseBuilder {
         let mut response = HttpResponse::build(self.status_code());
         match self {
             ApiError::QueueFull { .. }
@@ -119,7 +128,85 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(ErrorResponse::from(self))
+        response
+    }
+
+    /// The request field at fault, named at the start of validation messages
+    /// ("max_tokens: must be ...").
+    fn param(&self) -> Option<String> {
+        let ApiError::Invalid(message) = self else {
+            return None;
+        };
+        let (field, _) = message.split_once(": ")?;
+        let plain = |c: char| c.is_ascii_alphanumeric() || "_.[]".contains(c);
+        (!field.is_empty() && field.chars().all(plain)).then(|| field.to_string())
+    }
+
+    /// This error as its response under the given path: OpenAI's error shape
+    /// under `/v1`, the service's own elsewhere.
+    pub fn response_for(&self, path: &str) -> HttpResponse {
+        if is_openai_path(path) {
+            self.openai_response()
+        } else {
+            self.error_response()
+        }
+    }
+
+    /// This error in OpenAI's shape, with the same status and headers.
+    pub fn openai_response(&self) -> HttpResponse {
+        self.response_builder()
+            .json(OpenAiErrorResponse::from(self))
+    }
+}
+
+impl From<&ApiError> for OpenAiErrorResponse {
+    fn from(error: &ApiError) -> Self {
+        let kind = match error.status_code() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            status if status.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        };
+        OpenAiErrorResponse {
+            error: OpenAiErrorDetail {
+                message: error.to_string(),
+                kind: kind.to_string(),
+                param: error.param(),
+                code: error.kind().to_string(),
+            },
+        }
+    }
+}
+
+/// The routes that answer as OpenAI's API does.
+pub fn is_openai_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+/// An `ApiError` answered in OpenAI's error shape: what the `/v1` handlers
+/// and extractors return.
+#[derive(Debug)]
+pub struct OpenAiError(pub ApiError);
+
+impl std::fmt::Display for OpenAiError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+impl ResponseError for OpenAiError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.0.openai_response()
+    }
+}
+
+impl<T: Into<ApiError>> From<T> for OpenAiError {
+    fn from(error: T) -> Self {
+        OpenAiError(error.into())
     }
 }
 

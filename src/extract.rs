@@ -9,7 +9,7 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, OpenAiError};
 
 /// The largest body accepted, shared through app data.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +63,24 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let body = RawBody::from_request(request, payload);
         Box::pin(async move { parse(&body.await?.0).map(JsonBody) })
+    }
+}
+
+/// A JSON body for the OpenAI-compatible routes: as `JsonBody`, with its
+/// errors in OpenAI's shape.
+pub struct OpenAiJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OpenAiJson<T> {
+    type Error = OpenAiError;
+    type Future = LocalBoxFuture<'static, Result<Self, OpenAiError>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = JsonBody::<T>::from_request(request, payload);
+        Box::pin(async move {
+            body.await
+                .map(|JsonBody(value)| OpenAiJson(value))
+                .map_err(OpenAiError)
+        })
     }
 }
 

@@ -5,6 +5,7 @@ pub mod complete;
 pub mod documents;
 pub mod error;
 pub mod health;
+pub mod openai;
 pub mod openapi;
 pub mod qa;
 pub mod translate;

@@ -3,13 +3,13 @@
 
 use utoipa::OpenApi;
 
-use super::{complete, documents, error, health, qa, translate};
+use super::{complete, documents, error, health, openai, qa, translate};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "nlp-serve",
-        description = "Self-hosted language models as a web API: text completion, extractive question answering and English-to-German translation. Every error is a JSON body {\"error\", \"type\"} with a 4xx or 5xx status."
+        description = "Self-hosted language models as a web API: text completion, extractive question answering and English-to-German translation. Every error is a JSON body {\"error\", \"type\"} with a 4xx or 5xx status; under /v1 (the OpenAI-compatible routes) it is OpenAI's {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."
     ),
     paths(
         crate::routes::complete::complete,
@@ -20,6 +20,9 @@ use super::{complete, documents, error, health, qa, translate};
         crate::routes::documents::get,
         crate::routes::documents::delete,
         crate::routes::translate::translate,
+        crate::routes::openai::completions,
+        crate::routes::openai::models,
+        crate::routes::openai::model,
         crate::routes::health::health,
         crate::routes::health::ready,
         crate::routes::metrics::metrics,
@@ -46,6 +49,18 @@ use super::{complete, documents, error, health, qa, translate};
         translate::TranslateRequest,
         translate::TranslateResponse,
         translate::TextInput,
+        openai::OpenAiCompletionRequest,
+        openai::Prompt,
+        openai::StopSequences,
+        openai::StreamOptions,
+        openai::OpenAiCompletion,
+        openai::Choice,
+        openai::OpenAiFinishReason,
+        openai::OpenAiUsage,
+        openai::ModelCard,
+        openai::ModelList,
+        openai::OpenAiErrorResponse,
+        openai::OpenAiErrorDetail,
         error::ErrorResponse,
         health::StatusResponse,
         health::ModelState,
@@ -55,6 +70,7 @@ use super::{complete, documents, error, health, qa, translate};
         (name = "question answering", description = "Extractive question answering"),
         (name = "documents", description = "The document store that question answering retrieves passages from"),
         (name = "translation", description = "English to German"),
+        (name = "openai", description = "OpenAI-compatible completions and models, for OpenAI's clients (errors in OpenAI's shape)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -6,6 +6,7 @@ pub mod documents;
 pub mod fallback;
 pub mod health;
 pub mod metrics;
+pub mod openai;
 pub mod page;
 pub mod qa;
 pub mod timing;
@@ -22,6 +23,7 @@ use crate::extract::BodyLimit;
 /// `document_body_limit` is the body limit of `POST /documents` (documents
 /// are larger than other requests).
 pub fn configure(config: &mut web::ServiceConfig, document_body_limit: usize) {
+    openai::mark_started();
     config
         .service(resource(
             "/complete",
@@ -55,6 +57,17 @@ pub fn configure(config: &mut web::ServiceConfig, document_body_limit: usize) {
             "/translate",
             "POST",
             web::post().to(translate::translate),
+        ))
+        .service(resource(
+            "/v1/completions",
+            "POST",
+            web::post().to(openai::completions),
+        ))
+        .service(resource("/v1/models", "GET", web::get().to(openai::models)))
+        .service(resource(
+            "/v1/models/{model:.+}",
+            "GET",
+            web::get().to(openai::model),
         ))
         .service(resource("/health", "GET", web::get().to(health::health)))
         .service(resource("/ready", "GET", web::get().to(health::ready)))

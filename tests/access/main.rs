@@ -42,6 +42,24 @@ fn api_keys_guard_the_models_but_not_the_probes() {
     assert_error(status, &body, 401, "unauthorized");
     let (status, body) = read(post_with(&app, "/translate", Some("key-two")));
     assert_eq!(status, 200, "{body}");
+    // The OpenAI-compatible routes take the same keys, with OpenAI's error shape.
+    let openai = |key: Option<&str>| {
+        let mut request = app
+            .client
+            .post(app.url("/v1/completions"))
+            .json(&json!({"model": "any", "prompt": "Hello", "max_tokens": 2}));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        read(request.send().expect("answered"))
+    };
+    let (status, body) = openai(None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    let (status, body) = openai(Some("key-one"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "text_completion", "{body}");
     for open in [
         "/health",
         "/ready",

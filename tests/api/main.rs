@@ -6,6 +6,7 @@ mod engine;
 mod errors;
 #[allow(dead_code)] // shared with the other test binaries
 mod helpers;
+mod openai;
 mod operations;
 mod qa;
 mod streaming;

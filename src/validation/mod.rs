@@ -3,6 +3,8 @@
 //! tokenizer (prompt tokens, context length) are checked next, on the
 //! tokenizer pool (`PromptEncoder`), also before anything is queued.
 
+mod openai;
+
 use std::sync::Arc;
 
 use crate::api::complete::CompleteRequest;
@@ -11,6 +13,8 @@ use crate::api::translate::{TextInput, TranslateRequest};
 use crate::configuration::{CompletionSettings, DocumentSettings, QaSettings, TranslationSettings};
 use crate::generation::request::{GenerationOptions, GenerationRequest};
 use crate::qa::{QaPlan, QaSource};
+
+pub use openai::openai_completion;
 
 /// Most stop sequences per request.
 pub const MAX_STOP_SEQUENCES: usize = 4;
@@ -51,6 +55,18 @@ pub enum ValidationError {
 }
 
 impl ValidationError {
+    /// The same error reported under another field name.
+    pub fn renamed(mut self, name: &'static str) -> ValidationError {
+        match &mut self {
+            ValidationError::Empty { field }
+            | ValidationError::OutOfRange { field, .. }
+            | ValidationError::TooLong { field, .. }
+            | ValidationError::TooMany { field, .. }
+            | ValidationError::Conflict { field, .. } => *field = name,
+        }
+        self
+    }
+
     pub fn field(&self) -> &'static str {
         match self {
             ValidationError::Empty { field }
