@@ -112,7 +112,7 @@ fn too_large_bodies_are_413() {
 fn unknown_routes_are_404_and_wrong_methods_405() {
     let (status, body) = read(app().get("/nope"));
     assert_error(status, &body, 404, "not_found");
-    let (status, body) = app().post("/v1/complete", &json!({}));
+    let (status, body) = app().post("/v2/complete", &json!({}));
     assert_error(status, &body, 404, "not_found");
     for path in ["/complete", "/qa", "/translate"] {
         let (status, body) = read(app().get(path));
