@@ -489,7 +489,7 @@ fn a_missing_file_or_revision_is_a_clear_error() {
     assert!(
         stderr.contains(
             "rust_model.ot or model.safetensors or model.safetensors.index.json \
-             not found in tiny-org/no-weights@main on the model hub"
+             or pytorch_model.bin not found in tiny-org/no-weights@main on the model hub"
         ),
         "{stderr}"
     );
