@@ -28,6 +28,7 @@ async fn on_store<T: Send + 'static>(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UploadQuery {
     title: Option<String>,
 }
@@ -41,8 +42,10 @@ struct UploadQuery {
     tag = "documents",
     request_body(content(
         (NewDocument = "application/json"),
-        (String = "text/plain"),
-        (String = "text/markdown"),
+        // Any text is a document: declared without a type, so no body is
+        // "of the wrong type" (a JSON object sent as Markdown is Markdown).
+        (serde_json::Value = "text/plain"),
+        (serde_json::Value = "text/markdown"),
     )),
     params(("title" = Option<String>, Query, description = "Title of a text/plain or text/markdown upload")),
     responses(
@@ -90,6 +93,9 @@ pub async fn add(
 
 /// The document a POST body describes, by its content type.
 fn new_document(http: &HttpRequest, body: &[u8]) -> Result<NewDocument, ApiError> {
+    // Unknown query parameters are refused whatever the body.
+    let query = web::Query::<UploadQuery>::from_query(http.query_string())
+        .map_err(|error| ApiError::Invalid(format!("query: {error}")))?;
     let content_type = http
         .headers()
         .get(CONTENT_TYPE)
@@ -102,8 +108,6 @@ fn new_document(http: &HttpRequest, body: &[u8]) -> Result<NewDocument, ApiError
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::MalformedJson("the text is not valid UTF-8".to_string()))?
         .to_string();
-    let query = web::Query::<UploadQuery>::from_query(http.query_string())
-        .map_err(|error| ApiError::Invalid(format!("query: {error}")))?;
     let title = query
         .into_inner()
         .title

@@ -154,7 +154,7 @@ pub async fn models(state: Data<AppState>) -> HttpResponse {
     get,
     path = "/v1/models/{model}",
     tag = "openai",
-    params(("model" = String, Path, description = "A model id from GET /v1/models")),
+    params(("model" = String, Path, description = "A model id from GET /v1/models", min_length = 1, max_length = 1024)),
     responses(
         (status = 200, description = "The model", body = ModelCard),
         (status = 404, description = "This server does not serve that model", body = OpenAiErrorResponse),

@@ -143,6 +143,19 @@ fn bad_documents_get_clear_errors() {
         .expect("answered");
     let (status, body) = read(response);
     assert_error(status, &body, 400, "malformed_json");
+    // Unknown query parameters are refused, for uploads and JSON alike.
+    for content_type in ["text/markdown", "application/json"] {
+        let response = app
+            .client
+            .post(app.url("/documents?titel=Typo"))
+            .header("content-type", content_type)
+            .body(r#"{"title": "t", "text": "Some text."}"#)
+            .send()
+            .expect("answered");
+        let (status, body) = read(response);
+        let message = assert_error(status, &body, 422, "validation_error");
+        assert!(message.contains("unknown field `titel`"), "{message}");
+    }
     let (status, body) = read(
         app.client
             .put(app.url("/documents"))
