@@ -32,7 +32,7 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Reads every tensor of `path` as fp32 on `device`.
+    /// Opens `path`; tensors are read (as fp32 on `device`) when asked for.
     pub fn read(path: &Path, device: Device) -> Result<Weights, String> {
         Ok(Weights {
             checkpoint: Checkpoint::read(path, device)?,

@@ -172,7 +172,7 @@ impl Gpt2Decoder {
         let token_embeddings = get("transformer.wte.weight")?;
         // Tied weights: transformers saves lm_head only when it is not the embeddings.
         let lm_head = checkpoint
-            .find("lm_head.weight")
+            .find("lm_head.weight")?
             .unwrap_or_else(|| token_embeddings.shallow_clone());
         Ok(Gpt2Decoder {
             lm_head: Linear::new(&lm_head, None, precision),

@@ -164,7 +164,7 @@ impl GptNeoDecoder {
             |prefix: &str| LayerNorm::read(checkpoint, prefix, config.layer_norm_epsilon);
         let linear = |prefix: &str| -> Result<Linear, String> {
             let weight = checkpoint.get(&format!("{prefix}.weight"))?;
-            let bias = checkpoint.find(&format!("{prefix}.bias"));
+            let bias = checkpoint.find(&format!("{prefix}.bias"))?;
             Ok(Linear::new(&weight, bias.as_ref(), precision))
         };
         if config.num_heads <= 0 || config.hidden_size % config.num_heads != 0 {
@@ -200,7 +200,7 @@ impl GptNeoDecoder {
         let token_embeddings = checkpoint.get("transformer.wte.weight")?;
         // Tied weights: transformers saves lm_head only when it is not the embeddings.
         let lm_head = checkpoint
-            .find("lm_head.weight")
+            .find("lm_head.weight")?
             .unwrap_or_else(|| token_embeddings.shallow_clone());
         Ok(GptNeoDecoder {
             lm_head: Linear::new(&lm_head, None, precision),

@@ -165,7 +165,7 @@ impl GptjDecoder {
     ) -> Result<GptjDecoder, String> {
         let linear = |prefix: &str| -> Result<Linear, String> {
             let weight = checkpoint.get(&format!("{prefix}.weight"))?;
-            let bias = checkpoint.find(&format!("{prefix}.bias"));
+            let bias = checkpoint.find(&format!("{prefix}.bias"))?;
             Ok(Linear::new(&weight, bias.as_ref(), precision))
         };
         if config.n_head <= 0 || config.n_embd % config.n_head != 0 {
@@ -201,10 +201,12 @@ impl GptjDecoder {
         let token_embeddings = checkpoint.get("transformer.wte.weight")?;
         // GPT-J does not tie lm_head; a checkpoint without one ties it anyway
         // rather than failing (tie_word_embeddings = true).
-        let lm_head = match checkpoint.find("lm_head.weight") {
-            Some(weight) => {
-                Linear::new(&weight, checkpoint.find("lm_head.bias").as_ref(), precision)
-            }
+        let lm_head = match checkpoint.find("lm_head.weight")? {
+            Some(weight) => Linear::new(
+                &weight,
+                checkpoint.find("lm_head.bias")?.as_ref(),
+                precision,
+            ),
             None => Linear::new(&token_embeddings, None, precision),
         };
         Ok(GptjDecoder {

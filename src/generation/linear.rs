@@ -46,7 +46,9 @@ pub enum Linear {
         bias: Tensor,
     },
     Int8 {
-        weight: Tensor,
+        /// Only its shape [out, in] is read by the kernel (the weights are
+        /// in `packed`): a stride-0 view of one byte, not a second copy.
+        shape: Tensor,
         packed: Tensor,
         col_offsets: Tensor,
         row_scales: Tensor,
@@ -84,19 +86,23 @@ impl Linear {
     fn int8(weight: &Tensor, bias: Option<Tensor>) -> Linear {
         let out_features = weight.size()[0];
         let row_scales = weight.abs().amax([1].as_slice(), true).clamp_min(1e-12) / WEIGHT_LEVELS;
-        let quantized = (weight / &row_scales)
-            .round()
-            .clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
-            .to_kind(Kind::Int8)
-            .contiguous();
+        // One fp32 temporary, rounded and clamped in place: loading a large
+        // matrix (an output projection over the vocabulary) then needs one
+        // extra copy of it, not four.
+        let mut scaled = weight / &row_scales;
+        let _ = scaled.round_();
+        let _ = scaled.clamp_(-WEIGHT_LEVELS, WEIGHT_LEVELS);
+        let quantized = scaled.to_kind(Kind::Int8).contiguous();
+        drop(scaled);
         // With a zero point of 0 the column offsets are the row sums.
         let col_offsets = quantized
-            .to_kind(Kind::Int)
             .sum_dim_intlist([1].as_slice(), false, Kind::Int)
             .contiguous();
+        let [out_rows, in_columns] = [weight.size()[0], weight.size()[1]];
         Linear::Int8 {
             packed: quantized.fbgemm_pack_quantized_matrix(),
-            weight: quantized,
+            shape: Tensor::zeros([1, 1], (Kind::Int8, weight.device()))
+                .expand([out_rows, in_columns], false),
             col_offsets,
             row_scales: row_scales.view([-1]),
             zero_bias: Tensor::zeros([out_features], (Kind::Float, weight.device())),
@@ -118,14 +124,14 @@ impl Linear {
                 bias: clone(bias),
             },
             Linear::Int8 {
-                weight,
+                shape,
                 packed,
                 col_offsets,
                 row_scales,
                 zero_bias,
                 bias,
             } => Linear::Int8 {
-                weight: clone(weight),
+                shape: clone(shape),
                 packed: clone(packed),
                 col_offsets: clone(col_offsets),
                 row_scales: clone(row_scales),
@@ -142,7 +148,7 @@ impl Linear {
                 input.fbgemm_linear_fp16_weight_fp32_activation(packed, bias)
             }
             Linear::Int8 {
-                weight,
+                shape,
                 packed,
                 col_offsets,
                 row_scales,
@@ -150,7 +156,7 @@ impl Linear {
                 bias,
             } => {
                 let scaled = input.fbgemm_linear_int8_weight_fp32_activation(
-                    weight,
+                    shape,
                     packed,
                     col_offsets,
                     tch::Scalar::float(1.0),
@@ -189,6 +195,43 @@ mod tests {
         let approximate = Linear::new(&weight, Some(&bias), precision).forward(&input);
         let error = (&approximate - &exact).abs().max().double_value(&[]);
         error / exact.abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn int8_layers_keep_only_the_packed_weights() {
+        tch::manual_seed(2);
+        let input = Tensor::randn([5, 128], (Kind::Float, tch::Device::Cpu));
+        let weight = Tensor::randn([48, 128], (Kind::Float, tch::Device::Cpu));
+        let layer = Linear::new(&weight, None, Precision::Int8);
+        let Linear::Int8 {
+            shape,
+            packed,
+            col_offsets,
+            row_scales,
+            zero_bias,
+            ..
+        } = &layer
+        else {
+            panic!("an int8 layer");
+        };
+        assert_eq!(shape.size(), [48, 128]);
+        assert_eq!(shape.stride(), [0, 0], "no second copy of the weights");
+        // The kernel given the real quantised matrix gives the same output:
+        // it reads the weights from `packed` only.
+        let quantized = (&weight / row_scales.unsqueeze(1))
+            .round()
+            .clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
+            .to_kind(Kind::Int8)
+            .contiguous();
+        let reference = input.fbgemm_linear_int8_weight_fp32_activation(
+            &quantized,
+            packed,
+            col_offsets,
+            tch::Scalar::float(1.0),
+            tch::Scalar::int(0),
+            zero_bias,
+        ) * row_scales;
+        assert!(layer.forward(&input).equal(&reference));
     }
 
     #[test]

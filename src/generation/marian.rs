@@ -302,16 +302,20 @@ impl MarianModel {
             })
             .collect::<Result<Vec<_>, String>>()?;
         // Tied weights are saved once, under any of these names.
-        let shared = ["model.shared.weight", "model.encoder.embed_tokens.weight"]
-            .iter()
-            .find_map(|name| checkpoint.find(name))
-            .ok_or("the weights have no shared embeddings (model.shared.weight)")?;
+        let mut shared = None;
+        for name in ["model.shared.weight", "model.encoder.embed_tokens.weight"] {
+            shared = checkpoint.find(name)?;
+            if shared.is_some() {
+                break;
+            }
+        }
+        let shared = shared.ok_or("the weights have no shared embeddings (model.shared.weight)")?;
         let lm_head_weight = checkpoint
-            .find("lm_head.weight")
+            .find("lm_head.weight")?
             .unwrap_or_else(|| shared.shallow_clone());
         let vocab = config.decoder_vocab_size.unwrap_or(config.vocab_size);
         let final_logits_bias = checkpoint
-            .find("final_logits_bias")
+            .find("final_logits_bias")?
             .map(|bias| bias.view([-1]))
             .unwrap_or_else(|| Tensor::zeros([vocab], (Kind::Float, device)));
         let generation = GenerationDefaults {
