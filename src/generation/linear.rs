@@ -15,6 +15,9 @@ use tch::{Kind, Tensor};
 /// magnitude; 7-bit weights (as PyTorch's `reduce_range`) never saturate.
 const WEIGHT_LEVELS: f64 = 63.0;
 
+/// Weights quantised per block of rows while loading (4M: 16 MB of fp32).
+const QUANTIZE_BLOCK_ELEMENTS: i64 = 4 << 20;
+
 /// How a model's linear weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -84,28 +87,39 @@ impl Linear {
     }
 
     fn int8(weight: &Tensor, bias: Option<Tensor>) -> Linear {
-        let out_features = weight.size()[0];
-        let row_scales = weight.abs().amax([1].as_slice(), true).clamp_min(1e-12) / WEIGHT_LEVELS;
-        // One fp32 temporary, rounded and clamped in place: loading a large
-        // matrix (an output projection over the vocabulary) then needs one
-        // extra copy of it, not four.
-        let mut scaled = weight / &row_scales;
-        let _ = scaled.round_();
-        let _ = scaled.clamp_(-WEIGHT_LEVELS, WEIGHT_LEVELS);
-        let quantized = scaled.to_kind(Kind::Int8).contiguous();
-        drop(scaled);
+        // Each row's largest magnitude, from its largest and smallest values
+        // (no full-size temporary for the magnitudes).
+        let row_max = weight.amax([1].as_slice(), true);
+        let row_min = weight.amin([1].as_slice(), true);
+        let row_scales = row_max.maximum(&row_min.neg()).clamp_min(1e-12) / WEIGHT_LEVELS;
+        // Quantised a block of rows at a time, so loading a large matrix (an
+        // output projection over the vocabulary) needs a few megabytes of
+        // temporaries, not copies of the whole matrix.
+        let [rows, columns] = [weight.size()[0], weight.size()[1]];
+        let quantized = Tensor::empty([rows, columns], (Kind::Int8, weight.device()));
+        let block = (QUANTIZE_BLOCK_ELEMENTS / columns.max(1)).max(1);
+        let mut start = 0;
+        while start < rows {
+            let length = block.min(rows - start);
+            let mut scaled = weight.narrow(0, start, length) / row_scales.narrow(0, start, length);
+            let _ = scaled.round_();
+            let _ = scaled.clamp_(-WEIGHT_LEVELS, WEIGHT_LEVELS);
+            quantized
+                .narrow(0, start, length)
+                .copy_(&scaled.to_kind(Kind::Int8));
+            start += length;
+        }
         // With a zero point of 0 the column offsets are the row sums.
         let col_offsets = quantized
             .sum_dim_intlist([1].as_slice(), false, Kind::Int)
             .contiguous();
-        let [out_rows, in_columns] = [weight.size()[0], weight.size()[1]];
         Linear::Int8 {
             packed: quantized.fbgemm_pack_quantized_matrix(),
             shape: Tensor::zeros([1, 1], (Kind::Int8, weight.device()))
-                .expand([out_rows, in_columns], false),
+                .expand([rows, columns], false),
             col_offsets,
             row_scales: row_scales.view([-1]),
-            zero_bias: Tensor::zeros([out_features], (Kind::Float, weight.device())),
+            zero_bias: Tensor::zeros([rows], (Kind::Float, weight.device())),
             bias,
         }
     }
@@ -198,15 +212,15 @@ mod tests {
     }
 
     #[test]
-    fn int8_layers_keep_only_the_packed_weights() {
+    fn int8_layers_keep_only_the_packed_weights_quantised_block_by_block() {
         tch::manual_seed(2);
+        // More rows than one quantising block holds (3 blocks of 128 columns).
+        let rows = 2 * QUANTIZE_BLOCK_ELEMENTS / 128 + 100;
         let input = Tensor::randn([5, 128], (Kind::Float, tch::Device::Cpu));
-        let weight = Tensor::randn([48, 128], (Kind::Float, tch::Device::Cpu));
+        let weight = Tensor::randn([rows, 128], (Kind::Float, tch::Device::Cpu));
         let layer = Linear::new(&weight, None, Precision::Int8);
         let Linear::Int8 {
             shape,
-            packed,
-            col_offsets,
             row_scales,
             zero_bias,
             ..
@@ -214,19 +228,22 @@ mod tests {
         else {
             panic!("an int8 layer");
         };
-        assert_eq!(shape.size(), [48, 128]);
+        assert_eq!(shape.size(), [rows, 128]);
         assert_eq!(shape.stride(), [0, 0], "no second copy of the weights");
-        // The kernel given the real quantised matrix gives the same output:
-        // it reads the weights from `packed` only.
-        let quantized = (&weight / row_scales.unsqueeze(1))
+        // The whole matrix quantised at once, packed, and given to the kernel
+        // with its real weights: the same output, bit for bit.
+        let scales = weight.abs().amax([1].as_slice(), true).clamp_min(1e-12) / WEIGHT_LEVELS;
+        assert!(scales.view([-1]).equal(row_scales));
+        let quantized = (&weight / &scales)
             .round()
             .clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
             .to_kind(Kind::Int8)
             .contiguous();
+        let col_offsets = quantized.sum_dim_intlist([1].as_slice(), false, Kind::Int);
         let reference = input.fbgemm_linear_int8_weight_fp32_activation(
             &quantized,
-            packed,
-            col_offsets,
+            &quantized.fbgemm_pack_quantized_matrix(),
+            &col_offsets,
             tch::Scalar::float(1.0),
             tch::Scalar::int(0),
             zero_bias,
