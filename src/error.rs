@@ -48,6 +48,8 @@ pub enum ApiError {
     StoreUnavailable(String),
     #[error("{0}")]
     Store(String),
+    #[error("the model {0:?} is not served here; GET /v1/models lists the one that is")]
+    ModelNotFound(String),
 }
 
 impl ApiError {
@@ -68,6 +70,7 @@ impl ApiError {
             ApiError::StoreFull(_) => "store_full",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Store(_) => "store_error",
+            ApiError::ModelNotFound(_) => "model_not_found",
         }
     }
 
@@ -98,6 +101,7 @@ impl ResponseError for ApiError {
             ApiError::StoreFull(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -152,10 +156,14 @@ impl ApiError {
         }
     }
 
-    /// This error in OpenAI's shape, with the same status and headers.
+    /// This error in OpenAI's shape, with the same status and headers. A
+    /// passed deadline tells OpenAI's clients not to retry (they retry 408).
     pub fn openai_response(&self) -> HttpResponse {
-        self.response_builder()
-            .json(OpenAiErrorResponse::from(self))
+        let mut response = self.response_builder();
+        if matches!(self, ApiError::DeadlineExceeded) {
+            response.insert_header(("x-should-retry", "false"));
+        }
+        response.json(OpenAiErrorResponse::from(self))
     }
 }
 

@@ -14,7 +14,8 @@ pub struct ErrorResponse {
     pub error: String,
     /// A stable machine-readable class: malformed_json, validation_error, payload_too_large,
     /// not_found, method_not_allowed, queue_full, model_not_ready, inference_error, deadline_exceeded,
-    /// unauthorized, rate_limited.
+    /// unauthorized, rate_limited, document_not_found, store_full, store_unavailable, store_error,
+    /// model_not_found.
     #[serde(rename = "type")]
     pub kind: String,
 }

@@ -23,7 +23,8 @@ pub struct OpenAiCompletionRequest {
     pub model: Option<String>,
     /// The text to continue, or a list of texts (each gets `n` choices, in order).
     pub prompt: Prompt,
-    /// Tokens to generate at most per choice. Default 16, as OpenAI's.
+    /// Tokens to generate at most per choice. Default 16, as OpenAI's (or the
+    /// server's `max_new_tokens` where that is lower).
     #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
     /// Sampling temperature, 0 to 5 (OpenAI allows 0 to 2); 0 is greedy. Default 1.
@@ -43,13 +44,12 @@ pub struct OpenAiCompletionRequest {
     #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub seed: Option<u64>,
     /// Stream `data: {chunk}` Server-Sent Events, ending with `data: [DONE]`.
-    #[serde(default)]
-    pub stream: bool,
-    /// With `include_usage`, the last chunk before `[DONE]` carries the token counts.
+    pub stream: Option<bool>,
+    /// With `include_usage`, the last chunk before `[DONE]` carries the token counts
+    /// (only with `stream: true`).
     pub stream_options: Option<StreamOptions>,
     /// Return the prompt followed by the completion.
-    #[serde(default)]
-    pub echo: bool,
+    pub echo: Option<bool>,
     /// Not available here: must be null (log probabilities are not computed).
     pub logprobs: Option<u32>,
     /// Not available here: must be null.

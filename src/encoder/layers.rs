@@ -17,10 +17,9 @@ impl LayerNorm {
     /// `{prefix}.weight` and `{prefix}.bias` (or the `gamma`/`beta` of older
     /// BERT checkpoints).
     pub fn load(weights: &Weights, prefix: &str, eps: f64) -> Result<LayerNorm, String> {
-        let get = |name: &str, old_name: &str| {
-            weights
-                .get(&format!("{prefix}.{name}"))
-                .or_else(|_| weights.get(&format!("{prefix}.{old_name}")))
+        let get = |name: &str, old_name: &str| match weights.find(&format!("{prefix}.{name}"))? {
+            Some(tensor) => Ok(tensor),
+            None => weights.get(&format!("{prefix}.{old_name}")),
         };
         Ok(LayerNorm {
             weight: get("weight", "gamma")?,

@@ -45,6 +45,12 @@ impl Weights {
         self.checkpoint.get(name)
     }
 
+    /// The tensor `name` if the checkpoint has it (an error only when it is
+    /// there and cannot be read).
+    pub fn find(&self, name: &str) -> Result<Option<Tensor>, String> {
+        self.checkpoint.find(name)
+    }
+
     pub fn device(&self) -> Device {
         self.device
     }

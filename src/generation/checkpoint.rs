@@ -8,9 +8,11 @@
 //! Safetensors files are read lazily: opening one reads only its header,
 //! and each tensor is read from the file (a positioned read) when a model
 //! asks for it. A model that builds each layer from its tensors at once
-//! (packing fp16/int8 weights and dropping the fp32 ones) so needs only its
-//! final size plus one tensor to load. Ask for each tensor once: a second
-//! request reads it again (tied weights share the tensor read first).
+//! (packing fp16/int8 weights and dropping the fp32 ones) so needs its final
+//! size plus the layer being built (a few times its largest matrix: the
+//! fp32 tensors, a fused or transposed copy, the quantised and packed ones)
+//! to load. Ask for each tensor once: a second request reads it again (tied
+//! weights share the tensor read first).
 //!
 //! Every floating tensor comes out fp32 on the target device (fp16/bf16
 //! files included); `Linear` then applies the configured precision. Lookups
@@ -132,7 +134,8 @@ impl Stored {
     fn read(&self) -> Result<Tensor, String> {
         let failed =
             |error: &dyn std::fmt::Display| format!("cannot read {}: {error}", self.file.path);
-        let tensor = Tensor::f_empty(self.shape.as_slice(), (self.kind, Device::Cpu))
+        // Zeroed, so the slice below covers initialised bytes.
+        let tensor = Tensor::f_zeros(self.shape.as_slice(), (self.kind, Device::Cpu))
             .map_err(|error| failed(&error))?;
         if self.bytes == 0 {
             return Ok(tensor);
@@ -140,10 +143,10 @@ impl Stored {
         if tensor.numel() * self.kind.elt_size_in_bytes() != self.bytes {
             return Err(failed(&"a tensor's size does not match its bytes"));
         }
-        // SAFETY: `tensor` is a new contiguous CPU tensor of exactly
+        // SAFETY: `tensor` is a new, zeroed, contiguous CPU tensor of exactly
         // `self.bytes` bytes (checked just above), owned here and not yet
         // shared, so nothing else reads or writes its memory while the slice
-        // lives.
+        // lives. (Any bytes are valid values of its numeric kinds.)
         let memory =
             unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<u8>(), self.bytes) };
         self.file
@@ -197,14 +200,18 @@ fn index_safetensors(path: &Path) -> Result<HashMap<String, Entry>, String> {
                 info.shape
             )));
         }
-        if data_start + end as u64 > file_len {
+        let place = |offset: usize| data_start.checked_add(offset as u64);
+        let (Some(offset), Some(stop)) = (place(begin), place(end)) else {
+            return Err(failed(&format!("tensor {name} has offsets past any file")));
+        };
+        if stop > file_len {
             return Err(failed(&format!(
                 "the file is truncated inside tensor {name}"
             )));
         }
         let stored = Stored {
             file: shared.clone(),
-            offset: data_start + begin as u64,
+            offset,
             bytes: end - begin,
             kind,
             shape: info.shape.iter().map(|&size| size as i64).collect(),

@@ -58,7 +58,7 @@ pub fn mark_started() {
                 (OpenAiCompletion = "application/json"),
                 (OpenAiCompletion = "text/event-stream"),
             ),
-            headers(("x-queue-time" = String, description = "Milliseconds spent queued (the longest over the prompts)"))),
+            headers(("x-queue-time" = String, description = "Milliseconds spent queued: the longest over the prompts (streamed: the first prompt's)"))),
         (status = 400, description = "Malformed JSON", body = OpenAiErrorResponse),
         (status = 401, description = "Missing or wrong API key", body = OpenAiErrorResponse),
         (status = 413, description = "Body too large", body = OpenAiErrorResponse),
@@ -84,10 +84,14 @@ pub async fn completions(
     // receivers queued so far, which cancels them.
     let mut receivers = Vec::with_capacity(jobs.len());
     for job in jobs {
-        receivers.push(handle.generate(job, timeout).await?);
+        receivers.push(handle.generate(job, timeout).await.map_err(openai_names)?);
     }
+    let streaming = request.stream.unwrap_or(false);
+    // A stream answers once its first prompt has started (a later prompt may
+    // wait for room in the batch; its failure comes as an error event).
+    let awaited = if streaming { 1 } else { receivers.len() };
     let mut queue_time = Duration::ZERO;
-    for events in &mut receivers {
+    for events in receivers.iter_mut().take(awaited) {
         match events.recv().await {
             Some(GenerationEvent::Started { queue_time: q, .. }) => queue_time = queue_time.max(q),
             Some(GenerationEvent::Failed(error)) => return Err(SubmitError::Predict(error).into()),
@@ -101,9 +105,9 @@ pub async fn completions(
     };
     let layout = Layout {
         choices_per_prompt,
-        echo: request.echo.then_some(prompts),
+        echo: request.echo.unwrap_or(false).then_some(prompts),
     };
-    if request.stream {
+    if streaming {
         let include_usage = request
             .stream_options
             .as_ref()
@@ -160,19 +164,12 @@ pub async fn models(state: Data<AppState>) -> HttpResponse {
         (status = 404, description = "This server does not serve that model", body = OpenAiErrorResponse),
     )
 )]
-pub async fn model(
-    state: Data<AppState>,
-    http: HttpRequest,
-    id: Path<String>,
-) -> Result<HttpResponse, OpenAiError> {
+pub async fn model(state: Data<AppState>, id: Path<String>) -> Result<HttpResponse, OpenAiError> {
     // The id may hold slashes ("org/name"); the route's tail is all of it.
     let id = id.into_inner();
     match served_model(&state).filter(|card| card.id == id) {
         Some(card) => Ok(HttpResponse::Ok().json(card)),
-        None => Err(OpenAiError(ApiError::NotFound {
-            method: http.method().to_string(),
-            path: http.path().to_string(),
-        })),
+        None => Err(OpenAiError(ApiError::ModelNotFound(id))),
     }
 }
 
@@ -281,6 +278,22 @@ async fn finished(
             Some(GenerationEvent::Failed(error)) => return Err(SubmitError::Predict(error).into()),
             None => return Err(dropped().into()),
         }
+    }
+}
+
+/// A token-limit error found while tokenizing, named as OpenAI names the
+/// field (`max_tokens`, not the native `max_new_tokens`).
+fn openai_names(error: SubmitError) -> SubmitError {
+    match error {
+        SubmitError::Predict(PredictError::Invalid { field, message })
+            if field == "max_new_tokens" =>
+        {
+            SubmitError::Predict(PredictError::Invalid {
+                field: "max_tokens".into(),
+                message: message.replace("max_new_tokens", "max_tokens"),
+            })
+        }
+        other => other,
     }
 }
 

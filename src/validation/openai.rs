@@ -30,12 +30,13 @@ pub fn openai_completion(
             limit: MAX_PROMPTS,
         });
     }
+    let default_max_tokens = DEFAULT_MAX_TOKENS.min(settings.max_new_tokens as u32);
     prompts
         .into_iter()
         .map(|prompt| {
             let native = CompleteRequest {
                 prompt: prompt.to_string(),
-                max_new_tokens: Some(request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+                max_new_tokens: Some(request.max_tokens.unwrap_or(default_max_tokens)),
                 min_new_tokens: None,
                 temperature: request.temperature,
                 top_p: request.top_p,
@@ -46,7 +47,7 @@ pub fn openai_completion(
                 seed: request.seed,
                 stop: request.stop.clone().map(|stop| stop.into_vec()),
                 stop_at_sentence_end: false,
-                stream: request.stream,
+                stream: request.stream.unwrap_or(false),
             };
             completion(&native, settings).map_err(|error| match error.field() {
                 "max_new_tokens" => error.renamed("max_tokens"),
@@ -93,6 +94,9 @@ fn unsupported(request: &OpenAiCompletionRequest) -> Result<(), ValidationError>
         .is_some_and(|bias| !bias.is_empty())
     {
         return refuse("logit_bias", "is not supported");
+    }
+    if request.stream_options.is_some() && request.stream != Some(true) {
+        return refuse("stream_options", "is only allowed with stream: true");
     }
     if request
         .best_of
@@ -174,13 +178,18 @@ mod tests {
                 "logit_bias",
             ),
             (r#"{"prompt": "a", "best_of": 3}"#, "best_of"),
+            (
+                r#"{"prompt": "a", "stream_options": {"include_usage": true}}"#,
+                "stream_options",
+            ),
         ] {
             assert_eq!(validate(body).expect_err(body).field(), field, "{body}");
         }
         for body in [
             r#"{"prompt": "a", "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {}}"#,
             r#"{"prompt": "a", "best_of": 2, "n": 2}"#,
-            r#"{"prompt": "a", "user": "u-1", "echo": true, "stream_options": {"include_usage": true}}"#,
+            r#"{"prompt": "a", "user": "u-1", "echo": true, "stream": true, "stream_options": {"include_usage": true}}"#,
+            r#"{"prompt": "a", "stream": null, "echo": null, "n": null, "stop": null}"#,
         ] {
             assert!(validate(body).is_ok(), "{body}");
         }

@@ -132,6 +132,19 @@ fn a_list_of_prompts_gives_n_choices_each_in_openais_order() {
         .map(|choice| choice["index"].as_u64().expect("index"))
         .collect();
     assert_eq!(indices, [0, 1, 2, 3]);
+    // Choices 0 and 1 belong to the first prompt, 2 and 3 to the second.
+    let echoed = ok(&json!({"prompt": prompts, "n": 2, "max_tokens": 3,
+                            "temperature": 0.9, "seed": 5, "echo": true}));
+    for (index, choice) in echoed["choices"]
+        .as_array()
+        .expect("choices")
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(choice["index"], index);
+        let text = choice["text"].as_str().expect("text");
+        assert!(text.starts_with(prompts[index / 2]), "{index}: {text:?}");
+    }
     // Each prompt's own token count, summed: the second prompt is longer.
     let alone: u64 = prompts
         .iter()
@@ -180,6 +193,16 @@ fn stop_sequences_end_choices_with_finish_reason_stop() {
         assert_eq!(choice["finish_reason"], "stop", "{stopped}");
         assert_eq!(choice["text"], text[..start], "stop {stop:?} in {text:?}");
     }
+}
+
+#[test]
+fn null_options_take_their_defaults() {
+    let answer = ok(
+        &json!({"prompt": "Nulls", "max_tokens": 2, "stream": null, "echo": null,
+                            "n": null, "stop": null, "temperature": null}),
+    );
+    assert_eq!(answer["object"], "text_completion");
+    assert_eq!(answer["choices"].as_array().expect("choices").len(), 1);
 }
 
 #[test]
@@ -246,6 +269,29 @@ fn streamed_chunks_add_up_to_the_answer_and_end_with_done() {
 }
 
 #[test]
+fn streamed_choices_of_several_prompts_keep_openais_numbering() {
+    let prompts = ["First of two", "Second of two"];
+    let chunks = chunks(
+        &json!({"prompt": prompts, "n": 2, "max_tokens": 6, "stream": true,
+                                "temperature": 0.9, "seed": 2, "echo": true}),
+    );
+    for index in 0..4u64 {
+        let mine: Vec<&Value> = chunks
+            .iter()
+            .map(|chunk| &chunk["choices"][0])
+            .filter(|choice| choice["index"] == index)
+            .collect();
+        let (first, _) = mine.split_first().expect("chunks of this choice");
+        assert_eq!(first["text"], prompts[index as usize / 2], "echo first");
+        let (last, before) = mine.split_last().expect("chunks of this choice");
+        assert!(last["finish_reason"].is_string(), "{last}");
+        assert!(before
+            .iter()
+            .all(|choice| choice["finish_reason"].is_null()));
+    }
+}
+
+#[test]
 fn streams_without_usage_end_with_the_last_choice_then_done() {
     let chunks = chunks(&json!({"prompt": "Short", "max_tokens": 3, "stream": true,
                                 "seed": 1, "echo": true}));
@@ -272,10 +318,22 @@ fn bad_requests_get_openais_error_shape() {
         (json!({"prompt": ""}), "prompt"),
         (json!({"prompt": "a", "top_k": 5}), "top_k"),
         (json!({"max_tokens": 5}), ""),
+        (
+            json!({"prompt": "a", "stream_options": {"include_usage": true}}),
+            "stream_options",
+        ),
+        // Within the prompt limit, but prompt plus max_tokens pass the
+        // model's context: found while tokenizing, named as OpenAI names it.
+        (
+            json!({"prompt": "word ".repeat(150), "max_tokens": 200}),
+            "max_tokens",
+        ),
         (json!({"prompt": "word ".repeat(400)}), "prompt"),
     ] {
         let (status, body) = openai(&request);
         let error = assert_openai_error(status, &body, 422, "validation_error");
+        let message = error["message"].as_str().expect("message");
+        assert!(!message.contains("max_new_tokens"), "{message}");
         if param.is_empty() {
             assert!(error["param"].is_null(), "{body}");
         } else {
@@ -307,5 +365,12 @@ fn models_lists_the_completion_model() {
     assert_eq!(status, 200, "{card}");
     assert_eq!(card, data[0]);
     let (status, body) = read(app().get("/v1/models/not-served"));
-    assert_openai_error(status, &body, 404, "not_found");
+    let error = assert_openai_error(status, &body, 404, "model_not_found");
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("\"not-served\""),
+        "{body}"
+    );
 }

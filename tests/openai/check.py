@@ -106,8 +106,14 @@ def run(port):
     many = client.completions.create(
         model=served, prompt=["First prompt", "Second prompt"], n=2, max_tokens=8,
         temperature=0.9, seed=7)
-    check(sorted(choice.index for choice in many.choices) == [0, 1, 2, 3],
+    check([choice.index for choice in many.choices] == [0, 1, 2, 3],
           "two prompts with n=2 give choices 0..3")
+    echoed = client.completions.create(
+        model=served, prompt=["First prompt", "Second prompt"], n=2, max_tokens=4,
+        temperature=0.9, seed=7, echo=True)
+    check(all(choice.text.startswith(["First prompt", "Second prompt"][choice.index // 2])
+              for choice in echoed.choices),
+          "choices 0-1 answer the first prompt, 2-3 the second")
 
     text = answer.choices[0].text
     # The first two characters of the answer that occur there for the first time
@@ -145,11 +151,13 @@ def run(port):
     check(error.body.get("param") == "logprobs", f"the error names its param: {error.body}")
     wrong_key = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-wrong",
                               max_retries=0)
-    expect_error(openai.AuthenticationError,
-                 lambda: wrong_key.completions.create(model=served, prompt=prompt),
-                 "a wrong API key")
-    expect_error(openai.NotFoundError, lambda: client.models.retrieve("not-served"),
-                 "an unknown model id")
+    error = expect_error(openai.AuthenticationError,
+                         lambda: wrong_key.completions.create(model=served, prompt=prompt),
+                         "a wrong API key")
+    check(error.body.get("type") == "authentication_error", f"in OpenAI's shape: {error.body}")
+    error = expect_error(openai.NotFoundError, lambda: client.models.retrieve("not-served"),
+                         "an unknown model id")
+    check(error.body.get("code") == "model_not_found", f"in OpenAI's shape: {error.body}")
 
 
 def main():
