@@ -179,7 +179,7 @@ fn oversized_prompts_are_rejected_with_422_before_any_queue() {
     let mut settings = tiny_settings();
     settings.completion.model.queue_size = 1;
     settings.completion.model.max_batch_size = 1;
-    settings.completion.max_return_sequences = 32;
+    settings.completion.max_return_sequences = 256;
     let app = Arc::new(spawn_app(settings));
     app.wait_ready();
     let fits = json!({"prompt": "Fits", "max_new_tokens": 4});
@@ -191,31 +191,42 @@ fn oversized_prompts_are_rejected_with_422_before_any_queue() {
         let mut running = app
             .client
             .post(app.url("/complete"))
-            // Many sequences sampled from the whole vocabulary make each step
-            // slow (a request alone is admitted whatever its size), so the
-            // queue stays full for seconds.
+            // Many sequences (256) sampled from the whole vocabulary make
+            // each step slow (a request alone is admitted whatever its size),
+            // so the queue stays full for many seconds.
             .json(
                 &json!({"prompt": "Occupy", "max_new_tokens": 250, "min_new_tokens": 250,
-                          "temperature": 0.8, "top_k": 0, "num_return_sequences": 32,
+                          "temperature": 0.8, "top_k": 0, "num_return_sequences": 256,
                           "stream": true}),
             )
             .send()
             .expect("answered");
         read_until(&mut running, "event: token");
         // The scheduler holds the first waiting request aside (the batch is
-        // full), the second fills the queue.
-        let queued: Vec<_> = (0..2)
-            .map(|_| {
-                let (app, fits) = (app.clone(), fits.clone());
-                thread::spawn(move || app.post("/complete", &fits))
-            })
-            .collect();
+        // full) at its next step; then the second fills the queue. Sent one
+        // after the other: sent together, the second could find the first
+        // still queued and get 429 itself.
         let depth = "nlp_serve_queue_depth{task=\"completion\"}";
         let deadline = Instant::now() + Duration::from_secs(20);
-        while app.metric(depth) < 1.0 && !queued.iter().all(|waiting| waiting.is_finished()) {
+        let send = || {
+            let (app, fits) = (app.clone(), fits.clone());
+            thread::spawn(move || app.post("/complete", &fits))
+        };
+        let first = send();
+        thread::sleep(Duration::from_millis(300));
+        while app.metric(depth) > 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the first request was never taken aside"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        let second = send();
+        while app.metric(depth) < 1.0 && !second.is_finished() {
             assert!(Instant::now() < deadline, "the requests never queued");
             thread::sleep(Duration::from_millis(1));
         }
+        let queued = [first, second];
         let (before, _) = app.post("/complete", &fits);
         let over_limit = app.post(
             "/complete",
