@@ -1,11 +1,8 @@
 //! POST /complete: one JSON answer, or Server-Sent Events with `stream: true`.
 
-use std::time::Duration;
-
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::web::Data;
-use actix_web::{HttpRequest, HttpResponse, Responder};
-use actix_web_lab::sse::{self, Sse};
+use actix_web::{HttpRequest, HttpResponse};
+use actix_web_lab::sse;
 use futures_util::stream;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -13,18 +10,15 @@ use crate::api::complete::{
     CompleteRequest, CompleteResponse, Completion, FinishReason, StreamEvent, StreamToken, Usage,
 };
 use crate::api::error::ErrorResponse;
-use crate::engine::{PredictError, SubmitError};
+use crate::engine::SubmitError;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::generation::request::{Finish, GenerationOutput};
 use crate::generation::scheduler::GenerationEvent;
-use crate::routes::timing::{insert_timing, milliseconds, request_timeout, QUEUE_TIME_HEADER};
+use crate::routes::generation::{dropped, finished, sse_response, started};
+use crate::routes::timing::{insert_timing, request_timeout};
 use crate::state::AppState;
 use crate::validation;
-
-/// How often an idle stream sends a comment, so proxies keep it open and a
-/// client that left is noticed.
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Continue a prompt.
 #[utoipa::path(
@@ -57,38 +51,15 @@ pub async fn complete(
     let job = validation::completion(&request, &state.settings.completion)?;
     let timeout = request_timeout(&http)?;
     let mut events = state.completion()?.generate(job, timeout).await?;
-    let queue_time = match events.recv().await {
-        Some(GenerationEvent::Started { queue_time, .. }) => queue_time,
-        Some(GenerationEvent::Failed(error)) => return Err(SubmitError::Predict(error).into()),
-        _ => return Err(dropped().into()),
-    };
+    let queue_time = started(&mut events).await?;
     let model = state.settings.completion.model.source.clone();
-    let mut response = HttpResponse::Ok();
     if request.stream {
-        let sse =
-            Sse::from_infallible_stream(event_stream(events, model)).with_keep_alive(KEEP_ALIVE);
-        let mut streamed = sse.respond_to(&http).map_into_boxed_body();
-        if let Ok(value) = HeaderValue::from_str(&milliseconds(queue_time)) {
-            streamed
-                .headers_mut()
-                .insert(HeaderName::from_static(QUEUE_TIME_HEADER), value);
-        }
-        return Ok(streamed);
+        return Ok(sse_response(event_stream(events, model), &http, queue_time));
     }
-    loop {
-        match events.recv().await {
-            Some(GenerationEvent::Token { .. } | GenerationEvent::Started { .. }) => continue,
-            Some(GenerationEvent::Done {
-                output,
-                inference_time,
-            }) => {
-                insert_timing(&mut response, queue_time, Some(inference_time));
-                return Ok(response.json(to_response(model, output)));
-            }
-            Some(GenerationEvent::Failed(error)) => return Err(SubmitError::Predict(error).into()),
-            None => return Err(dropped().into()),
-        }
-    }
+    let (output, inference_time) = finished(&mut events).await?;
+    let mut response = HttpResponse::Ok();
+    insert_timing(&mut response, queue_time, Some(inference_time));
+    Ok(response.json(to_response(model, output)))
 }
 
 /// Generation events as SSE events, ending after `done` or `error`. Dropping
@@ -123,14 +94,6 @@ fn event_stream(
             }
         }
     })
-}
-
-/// The scheduler dropped the request's events without a last word: it
-/// panicked while admitting it (it has recovered since). A server error.
-fn dropped() -> SubmitError {
-    SubmitError::Predict(PredictError::Failed(
-        "the generation worker failed while serving this request".into(),
-    ))
 }
 
 fn json_event(name: &str, data: &impl serde::Serialize) -> sse::Event {

@@ -4,6 +4,7 @@
 pub mod complete;
 pub mod documents;
 pub mod fallback;
+pub mod generation;
 pub mod health;
 pub mod metrics;
 pub mod openai;

@@ -8,10 +8,9 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::web::{Data, Path};
-use actix_web::{HttpRequest, HttpResponse, Responder};
-use actix_web_lab::sse::{self, Sse};
+use actix_web::{HttpRequest, HttpResponse};
+use actix_web_lab::sse;
 use futures_util::stream::{self, SelectAll, Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -24,12 +23,10 @@ use crate::error::{ApiError, OpenAiError};
 use crate::extract::OpenAiJson;
 use crate::generation::request::{Finish, GenerationOutput};
 use crate::generation::scheduler::GenerationEvent;
-use crate::routes::timing::{insert_timing, milliseconds, request_timeout, QUEUE_TIME_HEADER};
+use crate::routes::generation::{dropped, finished, sse_response, started};
+use crate::routes::timing::{insert_timing, request_timeout};
 use crate::state::AppState;
 use crate::validation;
-
-/// How often an idle stream sends a comment (as `POST /complete` does).
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 static STARTED: OnceLock<u64> = OnceLock::new();
 
@@ -79,7 +76,11 @@ pub async fn completions(
     let choices_per_prompt = jobs
         .first()
         .map_or(1, |job| job.options.num_return_sequences);
-    let prompts: Vec<String> = jobs.iter().map(|job| job.prompt.clone()).collect();
+    // The prompts, kept only when `echo` puts them before the choices' text.
+    let echoed: Option<Vec<String>> = request
+        .echo
+        .unwrap_or(false)
+        .then(|| jobs.iter().map(|job| job.prompt.clone()).collect());
     // Every prompt is queued before any is awaited; an error drops the
     // receivers queued so far, which cancels them.
     let mut receivers = Vec::with_capacity(jobs.len());
@@ -92,11 +93,7 @@ pub async fn completions(
     let awaited = if streaming { 1 } else { receivers.len() };
     let mut queue_time = Duration::ZERO;
     for events in receivers.iter_mut().take(awaited) {
-        match events.recv().await {
-            Some(GenerationEvent::Started { queue_time: q, .. }) => queue_time = queue_time.max(q),
-            Some(GenerationEvent::Failed(error)) => return Err(SubmitError::Predict(error).into()),
-            _ => return Err(dropped().into()),
-        }
+        queue_time = queue_time.max(started(events).await?);
     }
     let header = Header {
         id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
@@ -105,7 +102,7 @@ pub async fn completions(
     };
     let layout = Layout {
         choices_per_prompt,
-        echo: request.echo.unwrap_or(false).then_some(prompts),
+        echo: echoed,
     };
     if streaming {
         let include_usage = request
@@ -113,14 +110,7 @@ pub async fn completions(
             .as_ref()
             .is_some_and(|options| options.include_usage);
         let chunks = chunk_stream(receivers, header, layout, include_usage);
-        let sse = Sse::from_infallible_stream(chunks).with_keep_alive(KEEP_ALIVE);
-        let mut streamed = sse.respond_to(&http).map_into_boxed_body();
-        if let Ok(value) = HeaderValue::from_str(&milliseconds(queue_time)) {
-            streamed
-                .headers_mut()
-                .insert(HeaderName::from_static(QUEUE_TIME_HEADER), value);
-        }
-        return Ok(streamed);
+        return Ok(sse_response(chunks, &http, queue_time));
     }
     let mut choices = Vec::new();
     let mut usage = UsageSum::default();
@@ -264,23 +254,6 @@ impl UsageSum {
     }
 }
 
-/// Waits for a generation's end: its output, or its error.
-async fn finished(
-    events: &mut UnboundedReceiver<GenerationEvent>,
-) -> Result<(GenerationOutput, Duration), OpenAiError> {
-    loop {
-        match events.recv().await {
-            Some(GenerationEvent::Token { .. } | GenerationEvent::Started { .. }) => continue,
-            Some(GenerationEvent::Done {
-                output,
-                inference_time,
-            }) => return Ok((output, inference_time)),
-            Some(GenerationEvent::Failed(error)) => return Err(SubmitError::Predict(error).into()),
-            None => return Err(dropped().into()),
-        }
-    }
-}
-
 /// A token-limit error found while tokenizing, named as OpenAI names the
 /// field (`max_tokens`, not the native `max_new_tokens`).
 fn openai_names(error: SubmitError) -> SubmitError {
@@ -295,14 +268,6 @@ fn openai_names(error: SubmitError) -> SubmitError {
         }
         other => other,
     }
-}
-
-/// The scheduler dropped a request's events without a last word (it
-/// panicked while admitting it and has recovered since): a server error.
-fn dropped() -> SubmitError {
-    SubmitError::Predict(PredictError::Failed(
-        "the generation worker failed while serving this request".into(),
-    ))
 }
 
 type PromptEvents = Pin<Box<dyn Stream<Item = (usize, GenerationEvent)>>>;

@@ -128,16 +128,22 @@ impl TestApp {
 
     /// POSTs a streaming body to /complete; returns its events and headers.
     pub fn stream(&self, body: &Value) -> (Vec<SseEvent>, reqwest::header::HeaderMap) {
+        let (text, headers) = self.stream_text("/complete", body);
+        (parse_sse(&text), headers)
+    }
+
+    /// POSTs a streaming body to `path` and expects 200; returns the whole
+    /// event-stream text and the headers.
+    pub fn stream_text(&self, path: &str, body: &Value) -> (String, reqwest::header::HeaderMap) {
         let response = self
             .client
-            .post(self.url("/complete"))
+            .post(self.url(path))
             .json(body)
             .send()
             .expect("answered");
         assert_eq!(response.status(), 200);
         let headers = response.headers().clone();
-        let text = response.text().expect("body");
-        (parse_sse(&text), headers)
+        (response.text().expect("body"), headers)
     }
 
     /// The value of one metric series, 0 when absent.

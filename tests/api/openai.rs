@@ -37,15 +37,7 @@ fn assert_openai_error(status: u16, body: &Value, expected_status: u16, code: &s
 
 /// The data lines of a streamed answer, in order (the last is `[DONE]`).
 fn stream(body: &Value) -> (Vec<String>, reqwest::header::HeaderMap) {
-    let response = app()
-        .client
-        .post(app().url("/v1/completions"))
-        .json(body)
-        .send()
-        .expect("answered");
-    assert_eq!(response.status(), 200);
-    let headers = response.headers().clone();
-    let text = response.text().expect("body");
+    let (text, headers) = app().stream_text("/v1/completions", body);
     let data = text
         .split("\n\n")
         .flat_map(|block| block.lines())
