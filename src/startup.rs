@@ -18,16 +18,14 @@ use crate::configuration::{CorsSettings, DocumentSettings};
 use crate::configuration::{ModelSettings, Settings};
 use crate::documents::{DocumentStore, StoreError};
 use crate::engine::tokenizer_pool::TokenizerPool;
-use crate::engine::{worker, BatchShape, LoadError, LoadReport, Predictor, Task, TaskHandle};
+use crate::engine::{worker, BatchShape, LoadError, LoadReport, Task};
 use crate::extract::BodyLimit;
 use crate::generation::scheduler::BatchLimits;
 use crate::metrics::Metrics;
 use crate::model_source::ModelLocation;
 use crate::predictors::completion::CompletionConfig;
 use crate::predictors::question_answering::QaConfig;
-use crate::predictors::translation::{
-    TranslationHandle, TranslationModelConfig, TranslationPredictor,
-};
+use crate::predictors::translation::TranslationModelConfig;
 use crate::predictors::{self};
 use crate::state::{AppState, ReferenceDocument, Tasks};
 use crate::{allocator, middleware, routes};
@@ -48,8 +46,6 @@ pub enum StartupError {
     #[error("server error: {0}")]
     Server(#[from] std::io::Error),
 }
-
-type HandleOf<P> = TaskHandle<<P as Predictor>::Request, <P as Predictor>::Output>;
 
 pub struct Application {
     port: u16,
@@ -270,21 +266,20 @@ fn start_tasks(
             )
         })?,
         translation: start_task(Task::Translation, &translation.model, &mut loads, || {
-            let codec = Arc::new(OnceLock::new());
             let config = TranslationModelConfig {
                 location: location(&translation.model),
                 device,
                 settings: translation.clone(),
                 fault_injection: settings.runtime.fault_injection,
-                codec: codec.clone(),
+                codec: Arc::new(OnceLock::new()),
             };
-            let (worker, load) = spawn_predictor::<TranslationPredictor>(
-                Task::Translation,
-                &translation.model,
+            predictors::translation::spawn(
                 config,
-                metrics,
-            )?;
-            Ok((TranslationHandle::new(worker, codec, pool.clone()), load))
+                translation.model.queue_size,
+                Duration::from_millis(translation.model.max_batch_wait_ms),
+                pool.clone(),
+                metrics.clone(),
+            )
         })?,
     };
     Ok((tasks, loads))
@@ -307,22 +302,6 @@ fn start_task<H>(
     })?;
     loads.push((task, load));
     Ok(Some(handle))
-}
-
-/// A batching worker for a one-shot predictor, shaped by its model settings.
-fn spawn_predictor<P: Predictor + 'static>(
-    task: Task,
-    model: &ModelSettings,
-    config: P::Config,
-    metrics: &Arc<Metrics>,
-) -> std::io::Result<(HandleOf<P>, LoadReport)> {
-    TaskHandle::spawn_predictor::<P>(
-        task,
-        config,
-        model.queue_size,
-        batch_shape(model),
-        metrics.clone(),
-    )
 }
 
 /// How a task's worker forms batches, from its model settings.

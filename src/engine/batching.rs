@@ -1,9 +1,11 @@
-//! Dynamic batching for one-shot predictors (question answering,
-//! translation): the worker takes the first waiting request, gathers more
-//! for up to `max_wait` or until `max_batch_size`, drops those whose caller
-//! left or whose deadline passed, and answers the rest with one `predict`
-//! call. A panic anywhere in a turn is caught: the batch gets 500s, and the
-//! model is loaded again with `/ready` at 503 meanwhile.
+//! Dynamic batching for one-shot predictors (question answering): the
+//! worker takes the first waiting request, gathers more for up to
+//! `max_wait` or until `max_batch_size`, drops those whose caller left or
+//! whose deadline passed, and answers the rest with one `predict` call. A
+//! panic anywhere in a turn is caught: the batch gets 500s, and the model
+//! is loaded again with `/ready` at 503 meanwhile. Translation's queue
+//! carries the same jobs to a continuous-batching loop instead
+//! (`generation::seq2seq_scheduler`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -24,12 +26,12 @@ pub struct Answered<O> {
     pub inference_time: Duration,
 }
 
-type Reply<O> = oneshot::Sender<Result<Answered<O>, PredictError>>;
+pub(crate) type Reply<O> = oneshot::Sender<Result<Answered<O>, PredictError>>;
 
 pub struct BatchJob<R, O> {
-    request: R,
-    reply: Reply<O>,
-    timing: Timing,
+    pub(crate) request: R,
+    pub(crate) reply: Reply<O>,
+    pub(crate) timing: Timing,
 }
 
 /// The caller's side of a batching worker.
@@ -233,7 +235,7 @@ fn serve_batch<R: Send + 'static, O: Send + 'static, C: Clone + Send + 'static>(
 
 /// A panic may leave a model's state broken: load it again, with `/ready`
 /// at 503 meanwhile. Requests keep queueing (and get 429 when it is full).
-fn reload_until_loaded<M>(
+pub(crate) fn reload_until_loaded<M>(
     task: Task,
     reload: &impl Fn() -> Result<M, LoadError>,
     status: &ModelStatus,

@@ -4,7 +4,8 @@
 //! loop over the queue's receiving end; `Worker::enqueue` fails at once when
 //! the queue is full. What a job is and how the loop batches jobs is up to
 //! the caller: `engine::batching` for one-shot predictors, and
-//! `generation::scheduler` for token-by-token generation.
+//! `generation::scheduler` and `generation::seq2seq_scheduler` for
+//! token-by-token generation.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};

@@ -176,6 +176,50 @@ impl KvCache {
             .extend(prefilled.starts.iter().map(|start| offset + start));
     }
 
+    /// Adds `count` rows with no tokens yet (an encoder-decoder's decoder
+    /// before its start token): all their columns so far are padding.
+    pub fn add_empty_rows(&mut self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let rows = self.rows() as i64;
+        let (heads, capacity, head_dim, device) =
+            (self.heads, self.capacity, self.head_dim, self.device);
+        for (keys, values) in self.layers.iter_mut() {
+            let block = Self::empty(count as i64, heads, capacity, head_dim, device);
+            *keys = Tensor::cat(&[&keys.narrow(0, 0, rows), &block], 0);
+            let block = Self::empty(count as i64, heads, capacity, head_dim, device);
+            *values = Tensor::cat(&[&values.narrow(0, 0, rows), &block], 0);
+        }
+        self.starts.extend(std::iter::repeat_n(self.len, count));
+    }
+
+    /// Row `i` becomes row `rows[i]`: rows may repeat, be reordered or
+    /// leave (a beam search's step). Columns that are padding for every
+    /// remaining row are dropped once there are many of them.
+    pub fn select_rows(&mut self, rows: &[usize]) {
+        if rows.is_empty() {
+            *self = KvCache::new(self.layers.len(), self.heads, self.head_dim, self.device);
+            return;
+        }
+        let identity = rows.len() == self.rows() && rows.iter().enumerate().all(|(i, &r)| i == r);
+        if identity {
+            return;
+        }
+        let first_used = rows.iter().map(|&row| self.starts[row]).min().unwrap_or(0);
+        if first_used >= GROWTH {
+            self.reallocate(self.len - first_used + GROWTH, rows, first_used, 0);
+            return;
+        }
+        let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>())
+            .to_device(self.device);
+        for (keys, values) in self.layers.iter_mut() {
+            *keys = keys.index_select(0, &index);
+            *values = values.index_select(0, &index);
+        }
+        self.starts = rows.iter().map(|&row| self.starts[row]).collect();
+    }
+
     /// Keeps only the rows in `keep` (in that order) and drops the columns
     /// that are padding for every remaining row.
     pub fn retain_rows(&mut self, keep: &[usize]) {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::Checkpoint;
+use super::kv_cache::KvCache;
 use super::linear::{Linear, Precision};
 use super::seq2seq::{DecoderState, EarlyStopping, GenerationDefaults, Seq2SeqLm};
 
@@ -397,7 +398,7 @@ impl MarianModel {
 }
 
 impl Seq2SeqLm for MarianModel {
-    fn start(&self, sources: &[&[i64]]) -> DecoderState {
+    fn start(&self, sources: &[&[i64]], group_size: usize) -> DecoderState {
         let longest = sources
             .iter()
             .map(|ids| ids.len())
@@ -412,12 +413,12 @@ impl Seq2SeqLm for MarianModel {
             ids.extend(std::iter::repeat_n(self.pad_id, longest - source.len()));
             mask.extend(std::iter::repeat_n(0i64, longest - source.len()));
         }
-        let rows = sources.len() as i64;
+        let groups = sources.len() as i64;
         let ids = Tensor::from_slice(&ids)
-            .view([rows, longest as i64])
+            .view([groups, longest as i64])
             .to_device(self.device);
         let mask = Tensor::from_slice(&mask)
-            .view([rows, longest as i64])
+            .view([groups, longest as i64])
             .to_device(self.device);
         let (encoded, source_bias) = self.encode(&ids, &mask);
         let (mut cross_keys, mut cross_values) = (Vec::new(), Vec::new());
@@ -426,20 +427,20 @@ impl Seq2SeqLm for MarianModel {
             cross_keys.push(attention.split(&attention.key.forward(&encoded)));
             cross_values.push(attention.split(&attention.value.forward(&encoded)));
         }
-        let empty = |layer: &DecoderLayer| {
-            let attention = &layer.attention;
-            Tensor::zeros(
-                [rows, attention.heads, 0, attention.head_dim],
-                (Kind::Float, self.device),
-            )
-        };
+        let (heads, head_dim) = self.decoder.first().map_or((1, 1), |layer| {
+            (layer.attention.heads, layer.attention.head_dim)
+        });
+        let mut cache = KvCache::new(self.decoder.len(), heads, head_dim, self.device);
+        let rows = sources.len() * group_size;
+        cache.add_empty_rows(rows);
         DecoderState {
-            self_keys: self.decoder.iter().map(empty).collect(),
-            self_values: self.decoder.iter().map(empty).collect(),
+            cache,
+            positions: vec![0; rows],
             cross_keys,
             cross_values,
             source_bias,
-            position: 0,
+            source_lengths: sources.iter().map(|source| source.len() as i64).collect(),
+            group_size,
         }
     }
 
@@ -448,47 +449,54 @@ impl Seq2SeqLm for MarianModel {
         let ids = Tensor::from_slice(tokens)
             .view([rows, 1])
             .to_device(self.device);
+        let positions = Tensor::from_slice(&state.positions).to_device(self.device);
         let mut hidden = self
             .shared
             .index_select(0, &ids.view([-1]))
             .view([rows, 1, -1])
             * self.embed_scale
-            + self.positions.narrow(0, state.position, 1);
+            + self
+                .positions
+                .index_select(0, &positions)
+                .view([rows, 1, -1]);
+        let width = hidden.size()[2];
+        // Cross-attention reads each group's keys once: a group's rows
+        // (beams) are its queries.
+        let groups = state.groups() as i64;
+        let group_size = state.group_size as i64;
+        state.cache.reserve_column();
+        let self_bias = state.cache.attention_bias(1);
         for (index, layer) in self.decoder.iter().enumerate() {
             let attention = &layer.attention;
             let query = attention.split(&attention.query.forward(&hidden));
-            let keys = Tensor::cat(
-                &[
-                    &state.self_keys[index],
-                    &attention.split(&attention.key.forward(&hidden)),
-                ],
-                2,
+            state.cache.write_column(
+                index,
+                &attention.split(&attention.key.forward(&hidden)),
+                &attention.split(&attention.value.forward(&hidden)),
             );
-            let values = Tensor::cat(
-                &[
-                    &state.self_values[index],
-                    &attention.split(&attention.value.forward(&hidden)),
-                ],
-                2,
-            );
-            let attended = attention.attend(&query, &keys, &values, None);
-            state.self_keys[index] = keys;
-            state.self_values[index] = values;
+            let (keys, values) = state.cache.layer_with_new_column(index);
+            let attended = attention.attend(&query, &keys, &values, Some(&self_bias));
             hidden = layer.attention_norm.forward(&(hidden + attended));
 
             let cross = &layer.cross_attention;
-            let query = cross.split(&cross.query.forward(&hidden));
-            let attended = cross.attend(
-                &query,
-                &state.cross_keys[index],
-                &state.cross_values[index],
-                Some(&state.source_bias),
-            );
+            let grouped = hidden.view([groups, group_size, width]);
+            let query = cross.split(&cross.query.forward(&grouped));
+            let attended = cross
+                .attend(
+                    &query,
+                    &state.cross_keys[index],
+                    &state.cross_values[index],
+                    Some(&state.source_bias),
+                )
+                .view([rows, 1, width]);
             hidden = layer.cross_attention_norm.forward(&(hidden + attended));
             let transformed = self.feed_forward(&layer.feed_forward, &hidden);
             hidden = layer.final_norm.forward(&(hidden + transformed));
         }
-        state.position += 1;
+        state.cache.commit_column();
+        for position in state.positions.iter_mut() {
+            *position += 1;
+        }
         self.lm_head.forward(&hidden.select(1, 0)) + &self.final_logits_bias
     }
 

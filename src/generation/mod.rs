@@ -26,6 +26,7 @@ pub mod sampling;
 pub mod scheduler;
 pub mod search;
 pub mod seq2seq;
+pub mod seq2seq_scheduler;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

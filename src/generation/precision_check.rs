@@ -120,7 +120,7 @@ pub fn translation_report(
 /// The model's top token after the start token and each token of `path`
 /// (teacher forcing), the last one left out.
 fn forced_argmax(model: &MarianModel, source: &[i64], path: &[i64]) -> Vec<i64> {
-    let mut state = model.start(&[source]);
+    let mut state = model.start(&[source], 1);
     let mut token = model.decoder_start_id();
     let mut argmaxes = Vec::with_capacity(path.len());
     for &next in path {

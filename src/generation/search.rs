@@ -2,14 +2,17 @@
 //! over `Seq2SeqLm`, with transformers' semantics (`generate` with
 //! `num_beams`, `length_penalty`, `early_stopping`, `min_length`,
 //! `bad_words_ids`, `forced_eos_token_id`), so that the same checkpoint
-//! gives the same tokens. Many sources decode together; a source whose
-//! search has ended leaves the batch at once.
+//! gives the same tokens.
+//!
+//! A `Search` is resumable: sources join it between any two steps (each
+//! at its own length), and a source whose search has ended leaves at
+//! once, so that a scheduler can keep one batch running for every request.
 
 use tch::{Kind, Tensor};
 
-use super::seq2seq::{EarlyStopping, Seq2SeqLm};
+use super::seq2seq::{DecoderState, EarlyStopping, Seq2SeqLm};
 
-/// How one batch of sources is decoded.
+/// How sources are decoded.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchOptions {
     /// 1 is greedy search.
@@ -27,19 +30,183 @@ pub struct SearchOptions {
 const FINISHED: f32 = -1.0e9;
 
 /// The generated tokens of each source, in order: the start token not
-/// included, the end token included when the search produced it.
+/// included, the end token included when the search produced it. The
+/// sources decode together.
 pub fn generate(
     model: &dyn Seq2SeqLm,
     sources: &[&[i64]],
     options: &SearchOptions,
 ) -> Vec<Vec<i64>> {
-    if sources.is_empty() {
-        return Vec::new();
+    let mut search = Search::new(*options);
+    search.admit(model, sources.iter().copied().enumerate().collect());
+    let mut outputs = vec![Vec::new(); sources.len()];
+    while !search.is_empty() {
+        for (index, tokens) in search.step(model) {
+            outputs[index] = tokens;
+        }
     }
-    if options.num_beams <= 1 {
-        greedy(model, sources, options)
-    } else {
-        beam(model, sources, options)
+    outputs
+}
+
+/// Sources being decoded together, each known by a key of the caller's.
+pub struct Search<K> {
+    options: SearchOptions,
+    /// One group of `width` decoder rows per source, in `sources` order.
+    state: Option<DecoderState>,
+    sources: Vec<Source<K>>,
+}
+
+/// One source's search, as transformers keeps it.
+struct Source<K> {
+    key: K,
+    /// The running hypotheses (start token first) and their scores; one,
+    /// unscored, in greedy search.
+    running: Vec<(Vec<i64>, f32)>,
+    /// The best finished hypotheses, best first, at most `num_beams`.
+    finished: Vec<(Vec<i64>, f32)>,
+    /// Whether the running beams may still beat the finished ones.
+    improvable: bool,
+}
+
+impl<K> Source<K> {
+    /// Tokens so far, the start token included (the same for every beam).
+    fn length(&self) -> usize {
+        self.running.first().map_or(0, |(tokens, _)| tokens.len())
+    }
+
+    /// The answer: the best finished hypothesis, else the best running one,
+    /// without the start token.
+    fn answer(self) -> (K, Vec<i64>) {
+        let best = self.finished.into_iter().next().map(|(tokens, _)| tokens);
+        let mut tokens = best
+            .or_else(|| self.running.into_iter().next().map(|(tokens, _)| tokens))
+            .unwrap_or_default();
+        let generated = if tokens.is_empty() {
+            tokens
+        } else {
+            tokens.split_off(1)
+        };
+        (self.key, generated)
+    }
+}
+
+impl<K> Search<K> {
+    pub fn new(options: SearchOptions) -> Search<K> {
+        Search {
+            options,
+            state: None,
+            sources: Vec::new(),
+        }
+    }
+
+    fn width(&self) -> usize {
+        self.options.num_beams.max(1)
+    }
+
+    /// Sources still searching.
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// Encodes `sources` and adds them; they decode from the next step on.
+    pub fn admit(&mut self, model: &dyn Seq2SeqLm, sources: Vec<(K, &[i64])>) {
+        if sources.is_empty() {
+            return;
+        }
+        let width = self.width();
+        let ids: Vec<&[i64]> = sources.iter().map(|&(_, ids)| ids).collect();
+        let started = model.start(&ids, width);
+        match &mut self.state {
+            Some(state) => state.append(started),
+            None => self.state = Some(started),
+        }
+        let start = model.decoder_start_id();
+        for (key, _) in sources {
+            self.sources.push(Source {
+                key,
+                // Only the first beam is live at the start (the others score -1e9).
+                running: (0..width)
+                    .map(|beam| (vec![start], if beam == 0 { 0.0 } else { FINISHED }))
+                    .collect(),
+                finished: Vec::new(),
+                improvable: true,
+            });
+        }
+    }
+
+    /// Drops the sources whose key fails `keep`, unanswered.
+    pub fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        let kept: Vec<usize> = (0..self.sources.len())
+            .filter(|&index| keep(&self.sources[index].key))
+            .collect();
+        if kept.len() == self.sources.len() {
+            return;
+        }
+        let width = self.width();
+        let rows: Vec<usize> = kept
+            .iter()
+            .flat_map(|&group| group * width..(group + 1) * width)
+            .collect();
+        if let Some(state) = &mut self.state {
+            state.select(&kept, &rows);
+        }
+        let mut index = 0;
+        self.sources.retain(|_| {
+            index += 1;
+            kept.binary_search(&(index - 1)).is_ok()
+        });
+        if self.sources.is_empty() {
+            self.state = None;
+        }
+    }
+
+    /// One decoding step for every source; returns the sources whose search
+    /// ended, with their generated tokens. They have left the search.
+    pub fn step(&mut self, model: &dyn Seq2SeqLm) -> Vec<(K, Vec<i64>)> {
+        let Some(state) = &mut self.state else {
+            return Vec::new();
+        };
+        let start = model.decoder_start_id();
+        let tokens: Vec<i64> = self
+            .sources
+            .iter()
+            .flat_map(|source| {
+                source
+                    .running
+                    .iter()
+                    .map(|(tokens, _)| *tokens.last().unwrap_or(&start))
+            })
+            .collect();
+        let logits = model.step(&tokens, state);
+        let (rows, done) = if self.options.num_beams <= 1 {
+            greedy_step(model, &mut self.sources, logits, &self.options)
+        } else {
+            beam_step(model, &mut self.sources, logits, &self.options)
+        };
+        // The sources still searching, then the answers of the others.
+        let kept: Vec<usize> = (0..self.sources.len())
+            .filter(|index| !done[*index])
+            .collect();
+        if kept.is_empty() {
+            self.state = None;
+        } else {
+            state.select(&kept, &rows);
+        }
+        let mut answers = Vec::new();
+        let mut kept_sources = Vec::with_capacity(kept.len());
+        for (source, done) in std::mem::take(&mut self.sources).into_iter().zip(done) {
+            if done {
+                answers.push(source.answer());
+            } else {
+                kept_sources.push(source);
+            }
+        }
+        self.sources = kept_sources;
+        answers
     }
 }
 
@@ -53,13 +220,12 @@ fn process(
     options: &SearchOptions,
 ) {
     let eos = model.eos_id();
-    let generated = histories.first().map_or(0, |history| history.len());
     // transformers counts the start token in `cur_len`.
     let max_length = options.max_new_tokens + 1;
     let vocab = scores.size()[1];
-    // Tokens banned for every row at once (single-token bad words, the end
-    // token before the minimum length), then per-row bans of multi-token
-    // bad words whose prefix a row has just written.
+    // Tokens banned for every row at once (single-token bad words), then
+    // per-row bans: multi-token bad words whose prefix a row has just
+    // written, the end token before the minimum length.
     let mut columns: Vec<i64> = Vec::new();
     let mut cells: Vec<(i64, i64)> = Vec::new();
     for bad in &model.generation().bad_words_ids {
@@ -75,8 +241,13 @@ fn process(
             None => {}
         }
     }
-    if generated < options.min_new_tokens + 1 {
+    let too_short: Vec<i64> = (0..histories.len() as i64)
+        .filter(|&row| histories[row as usize].len() < options.min_new_tokens + 1)
+        .collect();
+    if too_short.len() == histories.len() {
         columns.push(eos);
+    } else {
+        cells.extend(too_short.into_iter().map(|row| (row, eos)));
     }
     columns.retain(|token| (0..vocab).contains(token));
     if !columns.is_empty() {
@@ -89,227 +260,161 @@ fn process(
         }
     }
     if let Some(forced) = model.generation().forced_eos_token_id {
-        if generated + 1 == max_length && (0..vocab).contains(&forced) {
-            // As transformers: every other token -inf, the forced one 0 (so a
-            // beam's score is unchanged by its forced last token).
-            let _ = scores.fill_(f64::NEG_INFINITY);
-            let _ = scores.select(1, forced).fill_(0.0);
+        if (0..vocab).contains(&forced) {
+            for (row, history) in histories.iter().enumerate() {
+                if history.len() + 1 == max_length {
+                    // As transformers: every other token -inf, the forced one
+                    // 0 (so a beam's score is unchanged by its forced last
+                    // token).
+                    let mut row = scores.get(row as i64);
+                    let _ = row.fill_(f64::NEG_INFINITY);
+                    let _ = row.get(forced).fill_(0.0);
+                }
+            }
         }
     }
 }
 
-fn greedy(model: &dyn Seq2SeqLm, sources: &[&[i64]], options: &SearchOptions) -> Vec<Vec<i64>> {
-    let mut state = model.start(sources);
-    let start = model.decoder_start_id();
+/// Greedy search's step over `logits` ([sources, vocab]): each source takes
+/// its top token. Returns the rows to keep (every row: done ones leave with
+/// their group) and which sources are done.
+fn greedy_step<K>(
+    model: &dyn Seq2SeqLm,
+    sources: &mut [Source<K>],
+    mut scores: Tensor,
+    options: &SearchOptions,
+) -> (Vec<usize>, Vec<bool>) {
     let eos = model.eos_id();
     let max_length = options.max_new_tokens + 1;
-    // Every row's tokens, the start token first; `alive` maps rows to sources.
-    let mut sequences: Vec<Vec<i64>> = vec![vec![start]; sources.len()];
-    let mut alive: Vec<usize> = (0..sources.len()).collect();
-    while !alive.is_empty() {
-        let tokens: Vec<i64> = alive
-            .iter()
-            .map(|&source| *sequences[source].last().unwrap_or(&start))
-            .collect();
-        let mut scores = model.step(&tokens, &mut state);
-        let histories: Vec<&[i64]> = alive
-            .iter()
-            .map(|&source| sequences[source].as_slice())
-            .collect();
-        process(model, &mut scores, &histories, options);
-        let next = Vec::<i64>::try_from(scores.argmax(-1, false)).unwrap_or_default();
-        let mut keep = Vec::new();
-        for (row, (&source, &token)) in alive.iter().zip(&next).enumerate() {
-            sequences[source].push(token);
-            if token != eos && sequences[source].len() < max_length {
-                keep.push(row);
-            }
+    let histories: Vec<&[i64]> = sources
+        .iter()
+        .map(|source| source.running[0].0.as_slice())
+        .collect();
+    process(model, &mut scores, &histories, options);
+    let next = Vec::<i64>::try_from(scores.argmax(-1, false)).unwrap_or_default();
+    let mut rows = Vec::with_capacity(sources.len());
+    let mut done = Vec::with_capacity(sources.len());
+    for (row, (source, &token)) in sources.iter_mut().zip(&next).enumerate() {
+        let tokens = &mut source.running[0].0;
+        tokens.push(token);
+        let finished = token == eos || tokens.len() >= max_length;
+        if !finished {
+            rows.push(row);
         }
-        if keep.len() < alive.len() {
-            let rows: Vec<i64> = keep.iter().map(|&row| row as i64).collect();
-            alive = keep.iter().map(|&row| alive[row]).collect();
-            if !alive.is_empty() {
-                state.select_rows(&rows);
-            }
-        }
+        done.push(finished);
     }
-    sequences
-        .into_iter()
-        .map(|mut tokens| tokens.split_off(1))
-        .collect()
+    (rows, done)
 }
 
-/// One source's beam search, as transformers keeps it.
-struct Beams {
-    source: usize,
-    /// The running hypotheses (start token first) and their scores.
-    running: Vec<(Vec<i64>, f32)>,
-    /// The best finished hypotheses, best first, at most `num_beams`.
-    finished: Vec<(Vec<i64>, f32)>,
-    /// Whether the running beams may still beat the finished ones.
-    improvable: bool,
-    done: bool,
-}
-
-fn beam(model: &dyn Seq2SeqLm, sources: &[&[i64]], options: &SearchOptions) -> Vec<Vec<i64>> {
+/// Beam search's step over `logits` ([sources * width, vocab]), as
+/// transformers' `_beam_search`. Returns the rows the next step continues
+/// from (each kept source's new beams, in order) and which sources are done.
+fn beam_step<K>(
+    model: &dyn Seq2SeqLm,
+    sources: &mut [Source<K>],
+    logits: Tensor,
+    options: &SearchOptions,
+) -> (Vec<usize>, Vec<bool>) {
     let width = options.num_beams;
-    let start = model.decoder_start_id();
     let eos = model.eos_id();
     let max_length = options.max_new_tokens + 1;
-    let mut state = model.start(sources);
-    // Each source's row repeated once per beam.
-    let repeated: Vec<i64> = (0..sources.len() as i64)
-        .flat_map(|row| std::iter::repeat_n(row, width))
+    let mut scores = logits.log_softmax(-1, Kind::Float);
+    let histories: Vec<&[i64]> = sources
+        .iter()
+        .flat_map(|source| source.running.iter().map(|(tokens, _)| tokens.as_slice()))
         .collect();
-    state.select_rows(&repeated);
-    let mut searches: Vec<Beams> = (0..sources.len())
-        .map(|source| Beams {
-            source,
-            // Only the first beam is live at the start (the others score -1e9).
-            running: (0..width)
-                .map(|beam| (vec![start], if beam == 0 { 0.0 } else { FINISHED }))
-                .collect(),
-            finished: Vec::new(),
-            improvable: true,
-            done: false,
-        })
+    process(model, &mut scores, &histories, options);
+    let running: Vec<f32> = sources
+        .iter()
+        .flat_map(|source| source.running.iter().map(|&(_, score)| score))
         .collect();
-    let mut outputs: Vec<Vec<i64>> = vec![Vec::new(); sources.len()];
-    let mut cur_len = 1usize;
-    while !searches.is_empty() {
-        let tokens: Vec<i64> = searches
+    let vocab = scores.size()[1] as usize;
+    // One copy of the log-probabilities; each beam's running score is added
+    // while scanning (as transformers' `log_probs + beam_scores`).
+    let log_probs = Vec::<f32>::try_from(scores.flatten(0, -1)).unwrap_or_default();
+    let span = width * vocab;
+    let mut next_rows: Vec<usize> = Vec::new();
+    let mut done = Vec::with_capacity(sources.len());
+    for (index, search) in sources.iter_mut().enumerate() {
+        let rows = log_probs
+            .get(index * span..(index + 1) * span)
+            .unwrap_or(&[]);
+        let offsets = running
+            .get(index * width..(index + 1) * width)
+            .unwrap_or(&[]);
+        let candidates: Vec<(f32, usize, i64)> = top_k(rows, vocab, offsets, 2 * width)
+            .into_iter()
+            .map(|(score, flat)| (score, flat / vocab, (flat % vocab) as i64))
+            .collect();
+        let cur_len = search.length();
+        let hits = |token: i64| token == eos || cur_len + 1 >= max_length;
+        // Finished hypotheses: only among the best `width` candidates.
+        let full = search.finished.len() == width;
+        let may_add = search.improvable && !(full && options.early_stopping == EarlyStopping::Stop);
+        if may_add {
+            let length = (cur_len + 1 - 1) as f64;
+            for &(score, beam, token) in candidates.iter().take(width) {
+                if hits(token) {
+                    let mut tokens = search.running[beam].0.clone();
+                    tokens.push(token);
+                    let scored = (score as f64 / length.powf(options.length_penalty)) as f32;
+                    search.finished.push((tokens, scored));
+                }
+            }
+            // Stable: earlier entries win ties, as in topk over [old, new].
+            search.finished.sort_by(|a, b| b.1.total_cmp(&a.1));
+            search.finished.truncate(width);
+        }
+        // Running beams: the best candidates that did not finish (a finished
+        // one only when fewer remain, at a score that puts it last).
+        let mut ranked: Vec<(f32, usize, i64)> = candidates
             .iter()
-            .flat_map(|search| {
-                search
-                    .running
-                    .iter()
-                    .map(|(tokens, _)| *tokens.last().unwrap_or(&start))
+            .map(|&(score, beam, token)| {
+                (
+                    if hits(token) { score + FINISHED } else { score },
+                    beam,
+                    token,
+                )
             })
             .collect();
-        let logits = model.step(&tokens, &mut state);
-        let mut scores = logits.log_softmax(-1, Kind::Float);
-        let histories: Vec<&[i64]> = searches
-            .iter()
-            .flat_map(|search| search.running.iter().map(|(tokens, _)| tokens.as_slice()))
-            .collect();
-        process(model, &mut scores, &histories, options);
-        let running: Vec<f32> = searches
-            .iter()
-            .flat_map(|search| search.running.iter().map(|&(_, score)| score))
-            .collect();
-        let vocab = scores.size()[1] as usize;
-        // One copy of the log-probabilities; each beam's running score is
-        // added while scanning (as transformers' `log_probs + beam_scores`).
-        let log_probs = Vec::<f32>::try_from(scores.flatten(0, -1)).unwrap_or_default();
-        let span = width * vocab;
-        let (mut top_scores, mut top_indices) = (Vec::new(), Vec::new());
-        for index in 0..searches.len() {
-            let rows = log_probs
-                .get(index * span..(index + 1) * span)
-                .unwrap_or(&[]);
-            let offsets = running
-                .get(index * width..(index + 1) * width)
-                .unwrap_or(&[]);
-            for (score, flat) in top_k(rows, vocab, offsets, 2 * width) {
-                top_scores.push(score);
-                top_indices.push(flat as i64);
-            }
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let all_hit = candidates.iter().all(|&(_, _, token)| hits(token));
+        let mut beams = Vec::with_capacity(width);
+        let mut rows = Vec::with_capacity(width);
+        for &(score, beam, token) in ranked.iter().take(width) {
+            let mut tokens = search.running[beam].0.clone();
+            tokens.push(token);
+            beams.push((tokens, score));
+            rows.push(index * width + beam);
         }
-        let vocab = vocab as i64;
-        // The rows the next step continues from, in the new beam order.
-        let mut next_rows: Vec<i64> = Vec::new();
-        for (index, search) in searches.iter_mut().enumerate() {
-            let candidates = (0..2 * width).map(|rank| {
-                let flat = top_indices[index * 2 * width + rank];
-                let beam = (flat / vocab) as usize;
-                let token = flat % vocab;
-                (top_scores[index * 2 * width + rank], beam, token)
-            });
-            let candidates: Vec<(f32, usize, i64)> = candidates.collect();
-            let hits = |token: i64| token == eos || cur_len + 1 >= max_length;
-            // Finished hypotheses: only among the best `width` candidates.
-            let full = search.finished.len() == width;
-            let may_add =
-                search.improvable && !(full && options.early_stopping == EarlyStopping::Stop);
-            if may_add {
-                let length = (cur_len + 1 - 1) as f64;
-                for &(score, beam, token) in candidates.iter().take(width) {
-                    if hits(token) {
-                        let mut tokens = search.running[beam].0.clone();
-                        tokens.push(token);
-                        let scored = (score as f64 / length.powf(options.length_penalty)) as f32;
-                        search.finished.push((tokens, scored));
-                    }
-                }
-                // Stable: earlier entries win ties, as in topk over [old, new].
-                search.finished.sort_by(|a, b| b.1.total_cmp(&a.1));
-                search.finished.truncate(width);
-            }
-            // Running beams: the best candidates that did not finish (a finished
-            // one only when fewer remain, at a score that puts it last).
-            let mut ranked: Vec<(f32, usize, i64)> = candidates
+        search.running = beams;
+        // transformers' `_check_early_stop_heuristic`, at the new length.
+        let length = match options.early_stopping {
+            EarlyStopping::Never if options.length_penalty > 0.0 => max_length - 1,
+            _ => cur_len + 1 - 1,
+        } as f64;
+        let best_possible =
+            (search.running[0].1 as f64 / length.powf(options.length_penalty)) as f32;
+        let all_finished = search.finished.len() == width;
+        let worst_finished = if all_finished {
+            search
+                .finished
                 .iter()
-                .map(|&(score, beam, token)| {
-                    (
-                        if hits(token) { score + FINISHED } else { score },
-                        beam,
-                        token,
-                    )
-                })
-                .collect();
-            ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let all_hit = candidates.iter().all(|&(_, _, token)| hits(token));
-            let base = (index * width) as i64;
-            let mut running = Vec::with_capacity(width);
-            for &(score, beam, token) in ranked.iter().take(width) {
-                let mut tokens = search.running[beam].0.clone();
-                tokens.push(token);
-                running.push((tokens, score));
-                next_rows.push(base + beam as i64);
-            }
-            search.running = running;
-            // transformers' `_check_early_stop_heuristic`, at the new length.
-            let length = match options.early_stopping {
-                EarlyStopping::Never if options.length_penalty > 0.0 => max_length - 1,
-                _ => cur_len + 1 - 1,
-            } as f64;
-            let best_possible =
-                (search.running[0].1 as f64 / length.powf(options.length_penalty)) as f32;
-            let all_finished = search.finished.len() == width;
-            let worst_finished = if all_finished {
-                search
-                    .finished
-                    .iter()
-                    .map(|(_, score)| *score)
-                    .fold(f32::INFINITY, f32::min)
-            } else {
-                FINISHED
-            };
-            search.improvable = search.improvable && best_possible > worst_finished;
-            search.done = !search.improvable
-                || (all_finished && options.early_stopping == EarlyStopping::Stop)
-                || all_hit;
+                .map(|(_, score)| *score)
+                .fold(f32::INFINITY, f32::min)
+        } else {
+            FINISHED
+        };
+        search.improvable = search.improvable && best_possible > worst_finished;
+        let finished = !search.improvable
+            || (all_finished && options.early_stopping == EarlyStopping::Stop)
+            || all_hit;
+        if !finished {
+            next_rows.extend(rows);
         }
-        cur_len += 1;
-        // Rows of sources still searching, then the finished sources' answers.
-        let mut kept_rows = Vec::with_capacity(next_rows.len());
-        let mut kept = Vec::with_capacity(searches.len());
-        for (index, search) in searches.into_iter().enumerate() {
-            if search.done {
-                let best = search.finished.into_iter().next().map(|(tokens, _)| tokens);
-                let mut tokens = best.unwrap_or_else(|| search.running[0].0.clone());
-                outputs[search.source] = tokens.split_off(1);
-            } else {
-                kept_rows.extend_from_slice(&next_rows[index * width..(index + 1) * width]);
-                kept.push(search);
-            }
-        }
-        searches = kept;
-        if !searches.is_empty() {
-            state.select_rows(&kept_rows);
-        }
+        done.push(finished);
     }
-    outputs
+    (next_rows, done)
 }
 
 /// The `k` largest of `values[i] + offsets[i / width]` with their indices,

@@ -1,8 +1,7 @@
 //! The three models behind the API, each over our own forward passes:
 //! completion (GPT-2, served by `generation::scheduler`), question answering
-//! (a span encoder, `encoder`) and translation (Marian, decoded by
-//! `generation::search`), the last two each a `Predictor` served by
-//! `engine::batching`. Requests arrive here validated and tokenized on the
+//! (a span encoder, `encoder`, a `Predictor` served by `engine::batching`)
+//! and translation (Marian, served by `generation::seq2seq_scheduler`). Requests arrive here validated and tokenized on the
 //! tokenizer pool; no HTTP types appear.
 
 pub mod completion;

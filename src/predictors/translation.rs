@@ -1,8 +1,8 @@
 //! English to German translation with a Marian model. Texts are split into
 //! sentences and tokenized on the tokenizer pool (`MarianCodec`); the model
 //! thread sees only each sentence's source ids and decodes the sentences of
-//! every request in a batch together (`generation::search` over our own
-//! Marian passes); the pool turns the output ids back into text and joins
+//! every running request together, sentences joining and leaving between
+//! steps (`generation::seq2seq_scheduler` over our own Marian passes); the pool turns the output ids back into text and joins
 //! the sentences with the original spacing and line breaks.
 
 use std::sync::{Arc, OnceLock};
@@ -15,11 +15,14 @@ use super::{model_error, FAULT_INPUT};
 use crate::api::health::ModelState;
 use crate::configuration::TranslationSettings;
 use crate::engine::tokenizer_pool::{PoolError, TokenizerPool};
-use crate::engine::{Answered, LoadError, PredictError, Predictor, SubmitError, Task, TaskHandle};
+use crate::engine::worker::LoadReport;
+use crate::engine::{Answered, LoadError, PredictError, SubmitError, Task, TaskHandle, Worker};
 use crate::generation::linear::{fbgemm_available, Precision};
 use crate::generation::marian::MarianModel;
-use crate::generation::search::{generate, SearchOptions};
+use crate::generation::search::SearchOptions;
 use crate::generation::seq2seq::Seq2SeqLm;
+use crate::generation::seq2seq_scheduler::{Decoding, Seq2SeqScheduler};
+use crate::metrics::Metrics;
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
 use crate::text::sentences::split_sentences;
 
@@ -44,11 +47,7 @@ pub struct TranslationModelConfig {
 
 /// What the model thread gets: the source ids of every sentence of one
 /// request, in order.
-#[derive(Debug, Clone)]
-pub struct TranslationJob {
-    pub sentences: Vec<Vec<i64>>,
-    pub inject_fault: bool,
-}
+pub use crate::generation::seq2seq_scheduler::Seq2SeqJob as TranslationJob;
 
 /// The tokenizer both ways, shared by the pool's threads.
 pub struct MarianCodec {
@@ -137,84 +136,84 @@ impl MarianCodec {
     }
 }
 
-pub struct TranslationPredictor {
-    model: MarianModel,
-    options: SearchOptions,
-    sentence_batch_size: usize,
+/// Loads the Marian model and its tokenizer (published to `config.codec`
+/// for the pool) and settles how it decodes.
+fn load(config: &TranslationModelConfig, max_wait: Duration) -> Result<Decoding, LoadError> {
+    super::delay_load_for_fault_injection(config.fault_injection);
+    let files = &config.location.resolve(&FILES)?;
+    let settings = &config.settings;
+    if settings.precision != Precision::Fp32 && !fbgemm_available() {
+        return Err(model_error(
+            &files.source,
+            format!(
+                "precision {} needs fbgemm (x86-64 with AVX2); use fp32",
+                settings.precision.name()
+            ),
+        ));
+    }
+    let model = MarianModel::load(
+        files.require("config.json")?,
+        files.get("generation_config.json"),
+        files.require("rust_model.ot")?,
+        settings.precision,
+        config.device,
+    )
+    .map_err(|error| model_error(&files.source, error))?;
+    let tokenizer = MarianTokenizer::from_files(
+        files.require("vocab.json")?,
+        files.require("source.spm")?,
+        false,
+    )
+    .map_err(|error| model_error(&files.source, error))?;
+    let max_positions = model.max_positions() as usize;
+    let _ = config.codec.set(Arc::new(MarianCodec {
+        tokenizer,
+        max_source_tokens: max_positions,
+        fault_injection: config.fault_injection,
+    }));
+    let defaults = model.generation();
+    let options = SearchOptions {
+        num_beams: settings.num_beams.max(1) as usize,
+        // The start token takes a position too.
+        max_new_tokens: (settings.max_output_tokens.max(1) as usize).min(max_positions - 1),
+        min_new_tokens: settings.min_output_tokens.max(0) as usize,
+        length_penalty: settings.length_penalty.unwrap_or(defaults.length_penalty),
+        early_stopping: settings.early_stopping.unwrap_or(defaults.early_stopping),
+    };
+    Ok(Decoding {
+        model: Box::new(model),
+        options,
+        max_sentences: settings.sentence_batch_size.max(1),
+        max_wait,
+    })
 }
 
-impl Predictor for TranslationPredictor {
-    type Config = TranslationModelConfig;
-    type Request = TranslationJob;
-    type Output = Vec<Vec<i64>>;
-
-    fn init(config: TranslationModelConfig) -> Result<Self, LoadError> {
-        super::delay_load_for_fault_injection(config.fault_injection);
-        let files = &config.location.resolve(&FILES)?;
-        let settings = &config.settings;
-        if settings.precision != Precision::Fp32 && !fbgemm_available() {
-            return Err(model_error(
-                &files.source,
-                format!(
-                    "precision {} needs fbgemm (x86-64 with AVX2); use fp32",
-                    settings.precision.name()
-                ),
-            ));
-        }
-        let model = MarianModel::load(
-            files.require("config.json")?,
-            files.get("generation_config.json"),
-            files.require("rust_model.ot")?,
-            settings.precision,
-            config.device,
-        )
-        .map_err(|error| model_error(&files.source, error))?;
-        let tokenizer = MarianTokenizer::from_files(
-            files.require("vocab.json")?,
-            files.require("source.spm")?,
-            false,
-        )
-        .map_err(|error| model_error(&files.source, error))?;
-        let max_positions = model.max_positions() as usize;
-        let _ = config.codec.set(Arc::new(MarianCodec {
-            tokenizer,
-            max_source_tokens: max_positions,
-            fault_injection: config.fault_injection,
-        }));
-        let defaults = model.generation();
-        let options = SearchOptions {
-            num_beams: settings.num_beams.max(1) as usize,
-            // The start token takes a position too.
-            max_new_tokens: (settings.max_output_tokens.max(1) as usize).min(max_positions - 1),
-            min_new_tokens: settings.min_output_tokens.max(0) as usize,
-            length_penalty: settings.length_penalty.unwrap_or(defaults.length_penalty),
-            early_stopping: settings.early_stopping.unwrap_or(defaults.early_stopping),
-        };
-        Ok(TranslationPredictor {
-            model,
-            options,
-            sentence_batch_size: settings.sentence_batch_size.max(1),
-        })
-    }
-
-    fn predict(&mut self, batch: Vec<TranslationJob>) -> Vec<Result<Vec<Vec<i64>>, PredictError>> {
-        if batch.iter().any(|job| job.inject_fault) {
-            panic!("fault injection: a text was {FAULT_INPUT}");
-        }
-        let sentences: Vec<&[i64]> = batch
-            .iter()
-            .flat_map(|job| job.sentences.iter().map(Vec::as_slice))
-            .collect();
-        let mut outputs = Vec::with_capacity(sentences.len());
-        for chunk in sentences.chunks(self.sentence_batch_size) {
-            outputs.extend(tch::no_grad(|| generate(&self.model, chunk, &self.options)));
-        }
-        let mut outputs = outputs.into_iter();
-        batch
-            .iter()
-            .map(|job| Ok(outputs.by_ref().take(job.sentences.len()).collect()))
-            .collect()
-    }
+/// Loads the translation model on its own thread and starts its
+/// continuous-batching loop (`generation::seq2seq_scheduler`).
+pub fn spawn(
+    config: TranslationModelConfig,
+    queue_size: usize,
+    max_wait: Duration,
+    pool: TokenizerPool,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(TranslationHandle, LoadReport)> {
+    let codec = config.codec.clone();
+    let scheduler_metrics = metrics.clone();
+    let reload_config = config.clone();
+    let (worker, report) = Worker::spawn(
+        Task::Translation,
+        queue_size,
+        metrics,
+        move || load(&config, max_wait),
+        move |decoding, receiver, status| {
+            Seq2SeqScheduler::new(Task::Translation, decoding, scheduler_metrics).run(
+                receiver,
+                &status,
+                || load(&reload_config, max_wait),
+            )
+        },
+    )?;
+    Ok((TranslationHandle::new(worker, codec, pool), report))
 }
 
 /// The caller's side of translation: tokenizes on the pool, queues ids for

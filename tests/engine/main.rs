@@ -1,7 +1,7 @@
 //! Engine behaviour that needs a server of its own: a client that leaves
 //! frees its compute slot, overload is shed with immediate 429s, prompts over
-//! a token limit get 422 before any queue, and tokenizing them never stalls
-//! a running stream.
+//! a token limit get 422 before any queue, tokenizing them never stalls
+//! a running stream, and a translation joins the running batch.
 
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
@@ -152,6 +152,88 @@ fn a_short_completion_does_not_wait_behind_a_long_one() {
         short_done < long_done,
         "the short request finished after the long generation it should have overtaken"
     );
+}
+
+/// A translation server whose sentences all take `tokens` steps, `slots`
+/// of them decoding at once.
+fn fixed_length_translation_server(tokens: i64, slots: usize) -> helpers::TestApp {
+    let mut settings = tiny_settings();
+    settings.completion.model.enabled = false;
+    settings.qa.model.enabled = false;
+    settings.translation.min_output_tokens = tokens;
+    settings.translation.max_output_tokens = tokens;
+    settings.translation.sentence_batch_size = slots;
+    let app = spawn_app(settings);
+    app.wait_ready();
+    app
+}
+
+#[test]
+fn a_short_translation_joins_the_running_batch_and_leaves_first() {
+    let app = Arc::new(fixed_length_translation_server(60, 2));
+    // 32 sentences, two at a time: 16 rounds of 60 steps.
+    let texts: Vec<String> = (0..32).map(|i| format!("Sentence number {i}.")).collect();
+    let long = {
+        let app = app.clone();
+        thread::spawn(move || {
+            let answer = app.post("/translate", &json!({ "text": texts }));
+            (Instant::now(), answer)
+        })
+    };
+    // Until the long request is decoding.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.metric("nlp_serve_active_sequences{task=\"translation\"}") < 1.0 {
+        assert!(Instant::now() < deadline, "the long request never started");
+        thread::sleep(Duration::from_millis(2));
+    }
+    let (status, short) = app.post("/translate", &json!({"text": "Short."}));
+    let short_done = Instant::now();
+    assert_eq!(status, 200, "{short}");
+    assert_eq!(short["translations"].as_array().map(Vec::len), Some(1));
+    let (long_done, (status, long)) = long.join().expect("long request");
+    assert_eq!(status, 200, "{long}");
+    assert_eq!(long["translations"].as_array().map(Vec::len), Some(32));
+    // Waiting for the whole batch, the short request would end after it.
+    assert!(
+        short_done < long_done,
+        "the short translation waited for the long request to finish"
+    );
+}
+
+#[test]
+fn a_translation_past_its_deadline_leaves_the_running_batch() {
+    // 32 sentences of 500 steps, four at a time: 4,000 steps of work.
+    let app = fixed_length_translation_server(500, 4);
+    let texts: Vec<String> = (0..32).map(|i| format!("Sentence number {i}.")).collect();
+    let sent = Instant::now();
+    let response = app
+        .client
+        .post(app.url("/translate"))
+        .header("x-timeout-ms", "100")
+        .json(&json!({ "text": texts }))
+        .send()
+        .expect("request sent");
+    let (status, body) = helpers::read(response);
+    let waited = sent.elapsed();
+    assert_error(status, &body, 408, "deadline_exceeded");
+    let series = "nlp_serve_abandoned_requests_total{reason=\"deadline\",task=\"translation\"}";
+    assert_eq!(app.metric(series), 1.0);
+    // Answered once the deadline passed, not once the work was done; and
+    // nothing is left decoding.
+    let full = Instant::now();
+    let (status, short) = app.post("/translate", &json!({"text": "One sentence."}));
+    assert_eq!(status, 200, "{short}");
+    let one_sentence = full.elapsed();
+    assert!(
+        waited < one_sentence * 4,
+        "the 408 took {waited:?}; one sentence of 500 steps takes {one_sentence:?}"
+    );
+    // (The gauge is set at the end of the turn that answered.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.metric("nlp_serve_active_sequences{task=\"translation\"}") != 0.0 {
+        assert!(Instant::now() < deadline, "sentences are still decoding");
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// A prompt of about `chars` characters of English, far over the tiny

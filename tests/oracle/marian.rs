@@ -2,7 +2,8 @@
 //! transformers saved (model.safetensors without the sinusoidal position
 //! tables, generation_config.json with bad words and forced end token) and
 //! must translate exactly as transformers' `generate` did, greedy and with
-//! four beams, one sentence at a time and all together. `marian_eos` is the
+//! four beams, one sentence at a time, all together, and in requests that
+//! join a batch already decoding. `marian_eos` is the
 //! same model with the end token made likely, so that sentences end at
 //! different lengths and beam search's finished hypotheses, length penalty
 //! and stopping rule decide the answers.
@@ -26,6 +27,9 @@ fn server(model: &str, num_beams: i64) -> TestApp {
     settings.translation.model.source = fixtures::checkpoint(model);
     settings.translation.num_beams = num_beams;
     settings.translation.max_output_tokens = MAX_NEW_TOKENS;
+    // Three sentences decode at once: sent together, the others join the
+    // running batch as sentences finish, each at its own position.
+    settings.translation.sentence_batch_size = 3;
     let app = spawn_app(settings);
     app.wait_ready();
     app
@@ -93,6 +97,43 @@ fn together(beams: bool) {
             "{name} {search}"
         );
     }
+}
+
+/// Every source in its own request, sent a few milliseconds apart, so that
+/// requests join a batch that is already decoding.
+fn staggered(beams: bool) {
+    let search = if beams { "beam4" } else { "greedy" };
+    for (model, name) in MODELS.iter().enumerate() {
+        let app = servers(model, beams);
+        let answers: Vec<Vec<String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = sources(model)
+                .into_iter()
+                .enumerate()
+                .map(|(index, source)| {
+                    scope.spawn(move || {
+                        std::thread::sleep(std::time::Duration::from_millis(3 * index as u64));
+                        translate(app, json!(source))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("request"))
+                .collect()
+        });
+        let answers: Vec<String> = answers.into_iter().flatten().collect();
+        assert_eq!(answers, expected(model, search), "{name} {search}");
+    }
+}
+
+#[test]
+fn greedy_translations_equal_transformers_joining_a_running_batch() {
+    staggered(false);
+}
+
+#[test]
+fn beam_search_equals_transformers_joining_a_running_batch() {
+    staggered(true);
 }
 
 #[test]
