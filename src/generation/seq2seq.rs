@@ -172,3 +172,108 @@ impl DecoderState {
         self.source_lengths.extend(newcomers.source_lengths);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    use super::{DecoderState, KvCache, MASKED};
+
+    /// A state of `sources` (their lengths) with `group_size` rows each,
+    /// whose cross keys hold each group's index and self keys each row's.
+    fn state(lengths: &[i64], group_size: usize, first_group: i64) -> DecoderState {
+        let groups = lengths.len() as i64;
+        let columns = lengths.iter().copied().max().unwrap_or(0);
+        let keys = (Tensor::arange(groups, (Kind::Float, Device::Cpu)) + first_group as f64)
+            .view([groups, 1, 1, 1])
+            .expand([groups, 1, columns, 1], false)
+            .contiguous();
+        let mask: Vec<f32> = lengths
+            .iter()
+            .flat_map(|&length| {
+                (0..columns).map(move |column| if column < length { 0.0 } else { MASKED as f32 })
+            })
+            .collect();
+        let mut cache = KvCache::new(1, 1, 1, Device::Cpu);
+        let rows = lengths.len() * group_size;
+        cache.add_empty_rows(rows);
+        DecoderState {
+            cache,
+            positions: vec![0; rows],
+            cross_keys: vec![keys.shallow_clone()],
+            cross_values: vec![keys],
+            source_bias: Tensor::from_slice(&mask).view([groups, 1, 1, columns]),
+            source_lengths: lengths.to_vec(),
+            group_size,
+        }
+    }
+
+    fn write_row_ids(state: &mut DecoderState, offset: f64) {
+        let rows = state.rows() as i64;
+        let ids = Tensor::arange(rows, (Kind::Float, Device::Cpu)).view([rows, 1, 1, 1]) + offset;
+        state.cache.reserve_column();
+        state.cache.write_column(0, &ids, &ids);
+        state.cache.commit_column();
+        for position in state.positions.iter_mut() {
+            *position += 1;
+        }
+    }
+
+    #[test]
+    fn newcomers_join_with_their_own_positions_and_padded_sources() {
+        let mut running = state(&[2, 3], 2, 0);
+        write_row_ids(&mut running, 0.0);
+        running.append(state(&[5], 2, 2));
+        assert_eq!(running.rows(), 6);
+        assert_eq!(running.groups(), 3);
+        assert_eq!(running.positions, [1, 1, 1, 1, 0, 0]);
+        // Sources padded to the longest: 5 columns, masked past each length.
+        assert_eq!(running.cross_keys[0].size(), [3, 1, 5, 1]);
+        let bias = Vec::<f32>::try_from(running.source_bias.flatten(0, -1)).expect("f32");
+        let masked: Vec<usize> = bias
+            .iter()
+            .enumerate()
+            .filter(|(_, &value)| value == MASKED as f32)
+            .map(|(index, _)| index)
+            .collect();
+        assert_eq!(masked, [2, 3, 4, 8, 9]);
+        // The newcomers' rows see nothing of the columns decoded before them.
+        let visible =
+            Vec::<f32>::try_from(running.cache.attention_bias(1).flatten(0, -1)).expect("f32");
+        assert_eq!(
+            visible,
+            [
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                f32::NEG_INFINITY,
+                0.0,
+                f32::NEG_INFINITY,
+                0.0
+            ]
+        );
+    }
+
+    #[test]
+    fn select_reorders_beams_and_drops_groups_and_unused_source_columns() {
+        let mut running = state(&[2, 5, 3], 2, 0);
+        write_row_ids(&mut running, 10.0);
+        // Keep groups 0 and 2; group 0's beams swap, group 2's second beam
+        // is repeated.
+        running.select(&[0, 2], &[1, 0, 5, 5]);
+        assert_eq!(running.source_lengths, [2, 3]);
+        assert_eq!(running.cross_keys[0].size(), [2, 1, 3, 1]);
+        let groups =
+            Vec::<f32>::try_from(running.cross_keys[0].select(2, 0).flatten(0, -1)).expect("f32");
+        assert_eq!(groups, [0.0, 2.0]);
+        assert_eq!(running.source_bias.size(), [2, 1, 1, 3]);
+        let (keys, _) = running.cache.layer_with_new_column(0);
+        let rows = Vec::<f32>::try_from(keys.select(2, 0).flatten(0, -1)).expect("f32");
+        assert_eq!(rows, [11.0, 10.0, 15.0, 15.0]);
+    }
+}
