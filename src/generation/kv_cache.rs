@@ -196,7 +196,7 @@ impl KvCache {
 
     /// Row `i` becomes row `rows[i]`: rows may repeat, be reordered or
     /// leave (a beam search's step). Columns that are padding for every
-    /// remaining row are dropped once there are many of them.
+    /// remaining row are dropped.
     pub fn select_rows(&mut self, rows: &[usize]) {
         if rows.is_empty() {
             *self = KvCache::new(self.layers.len(), self.heads, self.head_dim, self.device);
@@ -207,17 +207,30 @@ impl KvCache {
             return;
         }
         let first_used = rows.iter().map(|&row| self.starts[row]).min().unwrap_or(0);
-        if first_used >= GROWTH {
+        if rows.len() > self.rows() {
             self.reallocate(self.len - first_used + GROWTH, rows, first_used, 0);
             return;
         }
+        // A beam search reorders every step: only the columns in use are
+        // gathered, into the buffers already there (no new capacity to
+        // allocate and clear; the columns past the new length are written
+        // before they are read).
+        let used = self.len - first_used;
         let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>())
             .to_device(self.device);
+        let count = rows.len() as i64;
         for (keys, values) in self.layers.iter_mut() {
-            *keys = keys.index_select(0, &index);
-            *values = values.index_select(0, &index);
+            for tensor in [keys, values] {
+                let selected = tensor.narrow(2, first_used, used).index_select(0, &index);
+                *tensor = tensor.narrow(0, 0, count);
+                tensor.narrow(2, 0, used).copy_(&selected);
+            }
         }
-        self.starts = rows.iter().map(|&row| self.starts[row]).collect();
+        self.starts = rows
+            .iter()
+            .map(|&row| self.starts[row] - first_used)
+            .collect();
+        self.len = used;
     }
 
     /// Keeps only the rows in `keep` (in that order) and drops the columns
@@ -252,11 +265,12 @@ impl KvCache {
             let move_into = |old: &Tensor| {
                 let fresh = Self::empty(rows.len() as i64, heads, capacity, head_dim, device);
                 if used > 0 && !rows.is_empty() {
+                    let kept = old.narrow(2, from, used);
                     let kept = match &index {
-                        Some(index) => old.index_select(0, index),
-                        None => old.shallow_clone(),
+                        Some(index) => kept.index_select(0, index),
+                        None => kept,
                     };
-                    fresh.narrow(2, to, used).copy_(&kept.narrow(2, from, used));
+                    fresh.narrow(2, to, used).copy_(&kept);
                 }
                 fresh
             };
