@@ -78,13 +78,13 @@ impl Metrics {
             ),
             inference_duration: histogram(
                 "inference_duration_seconds",
-                "Time of one predict call over a batch (for completion: one request from admission to its last token), by task.",
+                "Time of one predict call over a batch (for completion: one request from admission to its last token; for translation: one request from leaving the queue to its last sentence), by task.",
                 &LATENCY_BUCKETS,
                 &["task"],
             ),
             batch_size: histogram(
                 "batch_size",
-                "Requests per predict call (for completion: sequences per decoding step), by task.",
+                "Requests per predict call (for completion: sequences per decoding step; for translation: sentences per decoding step), by task.",
                 &BATCH_BUCKETS,
                 &["task"],
             ),

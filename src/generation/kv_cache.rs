@@ -3,8 +3,11 @@
 //!
 //! Per layer, keys and values are [batch, heads, capacity, head_dim]; the
 //! first `len` columns are in use. Row `i` holds its sequence in columns
-//! `starts[i]..len`; the columns before are padding, masked out. A sequence
-//! joins with the cache of its prefill (`Prefilled`) and leaves at any step.
+//! `starts[i]..len`; the columns before are padding (zeros), masked out;
+//! columns from `len` on may hold stale values and are written before they
+//! are read. A sequence joins with the cache of its prefill (`Prefilled`), or
+//! with no tokens yet (`add_empty_rows`, an encoder-decoder's decoder), and
+//! leaves at any step; a beam search reorders rows in place (`select_rows`).
 //! Nothing here depends on the architecture: any causal LM with per-layer
 //! keys and values uses it.
 

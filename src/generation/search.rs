@@ -276,8 +276,8 @@ fn process(
 }
 
 /// Greedy search's step over `logits` ([sources, vocab]): each source takes
-/// its top token. Returns the rows to keep (every row: done ones leave with
-/// their group) and which sources are done.
+/// its top token. Returns the rows of the sources still searching and which
+/// sources are done.
 fn greedy_step<K>(
     model: &dyn Seq2SeqLm,
     sources: &mut [Source<K>],

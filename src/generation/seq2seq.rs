@@ -260,6 +260,35 @@ mod tests {
     }
 
     #[test]
+    fn dropping_the_oldest_rows_shifts_the_newer_ones_and_keeps_their_positions() {
+        // Group 0 decodes two steps, then group 1 joins and decodes one.
+        let mut running = state(&[2], 1, 0);
+        write_row_ids(&mut running, 10.0);
+        write_row_ids(&mut running, 20.0);
+        running.append(state(&[3], 1, 1));
+        write_row_ids(&mut running, 30.0);
+        assert_eq!(running.positions, [3, 1]);
+        assert_eq!(running.cache.len(), 3);
+        // Group 0 leaves: group 1's single column moves to the front.
+        running.select(&[1], &[1]);
+        assert_eq!(running.positions, [1]);
+        assert_eq!(running.source_lengths, [3]);
+        assert_eq!(running.cache.len(), 1);
+        let visible =
+            Vec::<f32>::try_from(running.cache.attention_bias(1).flatten(0, -1)).expect("f32");
+        assert_eq!(visible, [0.0, 0.0]);
+        let (keys, _) = running.cache.layer_with_new_column(0);
+        assert_eq!(keys.double_value(&[0, 0, 0, 0]), 31.0);
+        // Another newcomer joins after the shift, with nothing visible yet
+        // but its own next column.
+        running.append(state(&[1], 1, 2));
+        assert_eq!(running.positions, [1, 0]);
+        let visible =
+            Vec::<f32>::try_from(running.cache.attention_bias(1).flatten(0, -1)).expect("f32");
+        assert_eq!(visible, [0.0, 0.0, f32::NEG_INFINITY, 0.0]);
+    }
+
+    #[test]
     fn select_reorders_beams_and_drops_groups_and_unused_source_columns() {
         let mut running = state(&[2, 5, 3], 2, 0);
         write_row_ids(&mut running, 10.0);

@@ -1,8 +1,9 @@
 //! The three models behind the API, each over our own forward passes:
 //! completion (GPT-2, served by `generation::scheduler`), question answering
 //! (a span encoder, `encoder`, a `Predictor` served by `engine::batching`)
-//! and translation (Marian, served by `generation::seq2seq_scheduler`). Requests arrive here validated and tokenized on the
-//! tokenizer pool; no HTTP types appear.
+//! and translation (Marian, served by `generation::seq2seq_scheduler`).
+//! Requests arrive here validated and tokenized on the tokenizer pool; no
+//! HTTP types appear.
 
 pub mod completion;
 pub mod question_answering;

@@ -2,8 +2,9 @@
 //! sentences and tokenized on the tokenizer pool (`MarianCodec`); the model
 //! thread sees only each sentence's source ids and decodes the sentences of
 //! every running request together, sentences joining and leaving between
-//! steps (`generation::seq2seq_scheduler` over our own Marian passes); the pool turns the output ids back into text and joins
-//! the sentences with the original spacing and line breaks.
+//! steps (`generation::seq2seq_scheduler` over our own Marian passes); the
+//! pool turns the output ids back into text and joins the sentences with the
+//! original spacing and line breaks.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

@@ -2,8 +2,9 @@
 //! transformers saved (model.safetensors without the sinusoidal position
 //! tables, generation_config.json with bad words and forced end token) and
 //! must translate exactly as transformers' `generate` did, greedy and with
-//! four beams, one sentence at a time, all together, and in requests that
-//! join a batch already decoding. `marian_eos` is the
+//! four beams, one sentence at a time, all together (three decoding slots,
+//! so that sentences join the running batch at other positions as others
+//! finish), and in requests sent a few milliseconds apart. `marian_eos` is the
 //! same model with the end token made likely, so that sentences end at
 //! different lengths and beam search's finished hypotheses, length penalty
 //! and stopping rule decide the answers.
@@ -99,8 +100,8 @@ fn together(beams: bool) {
     }
 }
 
-/// Every source in its own request, sent a few milliseconds apart, so that
-/// requests join a batch that is already decoding.
+/// Every source in its own request, sent a few milliseconds apart: requests
+/// that overlap join a batch already decoding.
 fn staggered(beams: bool) {
     let search = if beams { "beam4" } else { "greedy" };
     for (model, name) in MODELS.iter().enumerate() {
