@@ -96,6 +96,12 @@ impl KvCache {
         self.starts.len()
     }
 
+    /// Per row, the tokens it holds (its padding excluded): the position of
+    /// the token it takes next.
+    pub fn row_lengths(&self) -> Vec<i64> {
+        self.starts.iter().map(|start| self.len - start).collect()
+    }
+
     /// Columns in use, padding included.
     pub fn len(&self) -> i64 {
         self.len

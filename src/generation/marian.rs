@@ -435,7 +435,6 @@ impl Seq2SeqLm for MarianModel {
         cache.add_empty_rows(rows);
         DecoderState {
             cache,
-            positions: vec![0; rows],
             cross_keys,
             cross_values,
             source_bias,
@@ -449,7 +448,7 @@ impl Seq2SeqLm for MarianModel {
         let ids = Tensor::from_slice(tokens)
             .view([rows, 1])
             .to_device(self.device);
-        let positions = Tensor::from_slice(&state.positions).to_device(self.device);
+        let positions = Tensor::from_slice(&state.positions()).to_device(self.device);
         let mut hidden = self
             .shared
             .index_select(0, &ids.view([-1]))
@@ -494,9 +493,6 @@ impl Seq2SeqLm for MarianModel {
             hidden = layer.final_norm.forward(&(hidden + transformed));
         }
         state.cache.commit_column();
-        for position in state.positions.iter_mut() {
-            *position += 1;
-        }
         self.lm_head.forward(&hidden.select(1, 0)) + &self.final_logits_bias
     }
 

@@ -140,28 +140,37 @@ impl<K> Search<K> {
 
     /// Drops the sources whose key fails `keep`, unanswered.
     pub fn retain(&mut self, keep: impl Fn(&K) -> bool) {
-        let kept: Vec<usize> = (0..self.sources.len())
-            .filter(|&index| keep(&self.sources[index].key))
+        let done: Vec<bool> = self
+            .sources
+            .iter()
+            .map(|source| !keep(&source.key))
             .collect();
-        if kept.len() == self.sources.len() {
+        if !done.contains(&true) {
             return;
         }
         let width = self.width();
-        let rows: Vec<usize> = kept
-            .iter()
-            .flat_map(|&group| group * width..(group + 1) * width)
+        let rows: Vec<usize> = (0..done.len())
+            .filter(|&group| !done[group])
+            .flat_map(|group| group * width..(group + 1) * width)
             .collect();
-        if let Some(state) = &mut self.state {
-            state.select(&kept, &rows);
-        }
-        let mut index = 0;
-        self.sources.retain(|_| {
-            index += 1;
-            kept.binary_search(&(index - 1)).is_ok()
-        });
-        if self.sources.is_empty() {
+        self.remove(&done, &rows);
+    }
+
+    /// Removes the sources marked `done` and returns them; the decoder keeps
+    /// `rows` (the remaining sources' rows, in order).
+    fn remove(&mut self, done: &[bool], rows: &[usize]) -> Vec<Source<K>> {
+        let kept: Vec<usize> = (0..done.len()).filter(|&index| !done[index]).collect();
+        if kept.is_empty() {
             self.state = None;
+        } else if let Some(state) = &mut self.state {
+            state.select(&kept, rows);
         }
+        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sources)
+            .into_iter()
+            .zip(done)
+            .partition(|(_, &done)| done);
+        self.sources = kept.into_iter().map(|(source, _)| source).collect();
+        removed.into_iter().map(|(source, _)| source).collect()
     }
 
     /// One decoding step for every source; returns the sources whose search
@@ -187,26 +196,10 @@ impl<K> Search<K> {
         } else {
             beam_step(model, &mut self.sources, logits, &self.options)
         };
-        // The sources still searching, then the answers of the others.
-        let kept: Vec<usize> = (0..self.sources.len())
-            .filter(|index| !done[*index])
-            .collect();
-        if kept.is_empty() {
-            self.state = None;
-        } else {
-            state.select(&kept, &rows);
-        }
-        let mut answers = Vec::new();
-        let mut kept_sources = Vec::with_capacity(kept.len());
-        for (source, done) in std::mem::take(&mut self.sources).into_iter().zip(done) {
-            if done {
-                answers.push(source.answer());
-            } else {
-                kept_sources.push(source);
-            }
-        }
-        self.sources = kept_sources;
-        answers
+        self.remove(&done, &rows)
+            .into_iter()
+            .map(Source::answer)
+            .collect()
     }
 }
 

@@ -60,11 +60,10 @@ pub enum EarlyStopping {
 /// leave at any step, so each has its own position, and the self-attention
 /// cache is left-padded (`KvCache`).
 pub struct DecoderState {
-    /// Self-attention keys and values, one row per decoded sequence.
+    /// Self-attention keys and values, one row per decoded sequence; the
+    /// tokens a row holds (the start token included) are the position of
+    /// its next one.
     pub cache: KvCache,
-    /// Per row, the tokens decoded so far (the start token included): the
-    /// position of the next one.
-    pub positions: Vec<i64>,
     /// Per layer, [groups, heads, source columns, head_dim].
     pub cross_keys: Vec<Tensor>,
     pub cross_values: Vec<Tensor>,
@@ -83,7 +82,12 @@ pub const MASKED: f64 = f32::MIN as f64;
 
 impl DecoderState {
     pub fn rows(&self) -> usize {
-        self.positions.len()
+        self.cache.rows()
+    }
+
+    /// Per row, the position of the token it takes next.
+    pub fn positions(&self) -> Vec<i64> {
+        self.cache.row_lengths()
     }
 
     pub fn groups(&self) -> usize {
@@ -96,7 +100,6 @@ impl DecoderState {
     /// among themselves).
     pub fn select(&mut self, groups: &[usize], rows: &[usize]) {
         self.cache.select_rows(rows);
-        self.positions = rows.iter().map(|&row| self.positions[row]).collect();
         let kept_all = groups.len() == self.groups()
             && groups.iter().enumerate().all(|(i, &group)| i == group);
         if kept_all {
@@ -136,7 +139,6 @@ impl DecoderState {
             return;
         }
         self.cache.add_empty_rows(newcomers.rows());
-        self.positions.extend(newcomers.positions);
         let width = |tensor: &Tensor| tensor.size()[2];
         let (ours, theirs) = match self.cross_keys.first().zip(newcomers.cross_keys.first()) {
             Some((ours, theirs)) => (width(ours), width(theirs)),
@@ -199,7 +201,6 @@ mod tests {
         cache.add_empty_rows(rows);
         DecoderState {
             cache,
-            positions: vec![0; rows],
             cross_keys: vec![keys.shallow_clone()],
             cross_values: vec![keys],
             source_bias: Tensor::from_slice(&mask).view([groups, 1, 1, columns]),
@@ -214,9 +215,6 @@ mod tests {
         state.cache.reserve_column();
         state.cache.write_column(0, &ids, &ids);
         state.cache.commit_column();
-        for position in state.positions.iter_mut() {
-            *position += 1;
-        }
     }
 
     #[test]
@@ -226,7 +224,7 @@ mod tests {
         running.append(state(&[5], 2, 2));
         assert_eq!(running.rows(), 6);
         assert_eq!(running.groups(), 3);
-        assert_eq!(running.positions, [1, 1, 1, 1, 0, 0]);
+        assert_eq!(running.positions(), [1, 1, 1, 1, 0, 0]);
         // Sources padded to the longest: 5 columns, masked past each length.
         assert_eq!(running.cross_keys[0].size(), [3, 1, 5, 1]);
         let bias = Vec::<f32>::try_from(running.source_bias.flatten(0, -1)).expect("f32");
@@ -267,11 +265,11 @@ mod tests {
         write_row_ids(&mut running, 20.0);
         running.append(state(&[3], 1, 1));
         write_row_ids(&mut running, 30.0);
-        assert_eq!(running.positions, [3, 1]);
+        assert_eq!(running.positions(), [3, 1]);
         assert_eq!(running.cache.len(), 3);
         // Group 0 leaves: group 1's single column moves to the front.
         running.select(&[1], &[1]);
-        assert_eq!(running.positions, [1]);
+        assert_eq!(running.positions(), [1]);
         assert_eq!(running.source_lengths, [3]);
         assert_eq!(running.cache.len(), 1);
         let visible =
@@ -282,7 +280,7 @@ mod tests {
         // Another newcomer joins after the shift, with nothing visible yet
         // but its own next column.
         running.append(state(&[1], 1, 2));
-        assert_eq!(running.positions, [1, 0]);
+        assert_eq!(running.positions(), [1, 0]);
         let visible =
             Vec::<f32>::try_from(running.cache.attention_bias(1).flatten(0, -1)).expect("f32");
         assert_eq!(visible, [0.0, 0.0, f32::NEG_INFINITY, 0.0]);

@@ -109,7 +109,6 @@ impl Seq2SeqScheduler {
                     self.metrics.recovered(self.task);
                     self.fail_all(&message);
                     self.decoding = reload_until_loaded(self.task, &reload, status);
-                    self.search = Search::new(self.decoding.options);
                 }
             }
         })
