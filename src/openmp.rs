@@ -46,3 +46,29 @@ fn warn(error: &std::io::Error) {
          set it in the environment to keep idle libtorch threads off shared cores"
     );
 }
+
+/// Makes libtorch run this thread's operations on this thread alone (its
+/// parallel regions get a team of one), leaving every other thread's
+/// setting as it is; returns whether libgomp took it.
+///
+/// `tch::set_num_threads` cannot do this: it also changes the process-wide
+/// count that each new libtorch thread starts from. OpenMP's own
+/// `omp_set_num_threads` sets only the calling thread's count, but libtorch
+/// applies the process-wide count to a thread the first time that thread
+/// asks for it, so that happens first (`tch::get_num_threads`). libgomp is
+/// loaded by libtorch, not linked into this binary: its function is looked
+/// up by name.
+pub fn run_single_threaded_here() -> bool {
+    let _ = tch::get_num_threads();
+    // SAFETY: dlsym with RTLD_DEFAULT only searches the loaded libraries; the
+    // symbol, when found, is libgomp's `void omp_set_num_threads(int)`.
+    unsafe {
+        let symbol = libc::dlsym(libc::RTLD_DEFAULT, c"omp_set_num_threads".as_ptr());
+        if symbol.is_null() {
+            return false;
+        }
+        let set_num_threads: extern "C" fn(libc::c_int) = std::mem::transmute(symbol);
+        set_num_threads(1);
+    }
+    tch::get_num_threads() == 1
+}

@@ -4,6 +4,7 @@
 
 use tch::Tensor;
 
+use super::shares;
 use super::weights::Weights;
 use crate::generation::linear::{Linear, Precision};
 
@@ -70,44 +71,28 @@ pub fn fused_qkv(
 /// Fewer rows than this run in one call: splitting would not pay for the threads.
 const MIN_ROWS_PER_THREAD: i64 = 32;
 
-/// `linear` over every row of `input` ([..., in] -> [..., out]). libtorch's
-/// fbgemm fp16/int8 kernels run on the calling thread only, which suits a
-/// decoding step's few rows; a window has hundreds, so at fp16/int8 they are
-/// split between as many threads as libtorch's intra-op pool has (fp32
-/// matrix products are threaded by libtorch itself). int8 then quantises the
+/// `linear` over every row of `input` ([..., in] -> [..., out]). At fp16 and
+/// int8 a window's rows are split between the cores (`shares`; fp32 matrix
+/// products are threaded by libtorch itself). int8 then quantises the
 /// activations of each share with its own scale.
 pub fn project(linear: &Linear, input: &Tensor) -> Tensor {
-    let threads = i64::from(tch::get_num_threads().max(1));
     let size = input.size();
     let width = size.last().copied().unwrap_or(0);
     let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
-    let shares = threads.min(rows / MIN_ROWS_PER_THREAD);
-    if matches!(linear, Linear::Fp32 { .. }) || shares < 2 {
+    if matches!(linear, Linear::Fp32 { .. }) || rows < 2 * MIN_ROWS_PER_THREAD {
         return linear.forward(input);
     }
-    let chunks = input.reshape([rows, width]).chunk(shares, 0);
-    let outputs: Vec<Tensor> = std::thread::scope(|scope| {
-        let running: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let layer = linear.shallow_clone();
-                scope.spawn(move || layer.forward(&chunk))
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|share| {
-                share
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
+    let threads = i64::try_from(shares::threads()).unwrap_or(1);
+    let count = threads.min(rows / MIN_ROWS_PER_THREAD);
+    if count < 2 {
+        return linear.forward(input);
+    }
+    let output = shares::forward_in_shares(linear, input.reshape([rows, width]).chunk(count, 0));
     let mut shape = size;
     if let Some(last) = shape.last_mut() {
         *last = -1;
     }
-    Tensor::cat(&outputs, 0).view(shape.as_slice())
+    output.view(shape.as_slice())
 }
 
 /// Rows of a [vocab, dim] table for [batch, tokens] ids.
@@ -176,11 +161,8 @@ mod tests {
         let weight = Tensor::randn([48, 64], (Kind::Float, Device::Cpu)) * 0.1;
         let bias = Tensor::randn([48], (Kind::Float, Device::Cpu));
         let exact = input.linear(&weight, Some(&bias));
-        let previous = tch::get_num_threads();
-        tch::set_num_threads(2);
         let layer = Linear::new(&weight, Some(&bias), Precision::Int8);
         let split = project(&layer, &input);
-        tch::set_num_threads(previous);
         assert_eq!(split.size(), [2, 96, 48]);
         let error = (&split - &exact).abs().max().double_value(&[]);
         let scale = exact.abs().max().double_value(&[]);

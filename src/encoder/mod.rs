@@ -7,6 +7,7 @@
 pub mod bert;
 pub mod distilbert;
 pub mod layers;
+pub mod shares;
 pub mod weights;
 
 use std::path::Path;

@@ -55,8 +55,10 @@ pub enum Linear {
         packed: Tensor,
         col_offsets: Tensor,
         row_scales: Tensor,
-        zero_bias: Tensor,
-        bias: Option<Tensor>,
+        /// The bias divided by the row scales, added by the kernel as it
+        /// writes each output, so that the one multiplication by the scales
+        /// that follows gives `x W^T + b` (no second pass for the bias).
+        scaled_bias: Tensor,
     },
 }
 
@@ -113,14 +115,18 @@ impl Linear {
         let col_offsets = quantized
             .sum_dim_intlist([1].as_slice(), false, Kind::Int)
             .contiguous();
+        let row_scales = row_scales.view([-1]);
+        let scaled_bias = match bias {
+            Some(bias) => (bias / &row_scales).contiguous(),
+            None => Tensor::zeros([rows], (Kind::Float, weight.device())),
+        };
         Linear::Int8 {
             packed: quantized.fbgemm_pack_quantized_matrix(),
             shape: Tensor::zeros([1, 1], (Kind::Int8, weight.device()))
                 .expand([rows, columns], false),
             col_offsets,
-            row_scales: row_scales.view([-1]),
-            zero_bias: Tensor::zeros([rows], (Kind::Float, weight.device())),
-            bias,
+            row_scales,
+            scaled_bias,
         }
     }
 
@@ -142,15 +148,13 @@ impl Linear {
                 packed,
                 col_offsets,
                 row_scales,
-                zero_bias,
-                bias,
+                scaled_bias,
             } => Linear::Int8 {
                 shape: clone(shape),
                 packed: clone(packed),
                 col_offsets: clone(col_offsets),
                 row_scales: clone(row_scales),
-                zero_bias: clone(zero_bias),
-                bias: bias.as_ref().map(clone),
+                scaled_bias: clone(scaled_bias),
             },
         }
     }
@@ -166,21 +170,18 @@ impl Linear {
                 packed,
                 col_offsets,
                 row_scales,
-                zero_bias,
-                bias,
+                scaled_bias,
             } => {
-                let scaled = input.fbgemm_linear_int8_weight_fp32_activation(
+                let mut output = input.fbgemm_linear_int8_weight_fp32_activation(
                     shape,
                     packed,
                     col_offsets,
                     tch::Scalar::float(1.0),
                     tch::Scalar::int(0),
-                    zero_bias,
-                ) * row_scales;
-                match bias {
-                    Some(bias) => scaled + bias,
-                    None => scaled,
-                }
+                    scaled_bias,
+                );
+                let _ = output.g_mul_(row_scales);
+                output
             }
         }
     }
@@ -222,7 +223,7 @@ mod tests {
         let Linear::Int8 {
             shape,
             row_scales,
-            zero_bias,
+            scaled_bias,
             ..
         } = &layer
         else {
@@ -246,7 +247,7 @@ mod tests {
             &col_offsets,
             tch::Scalar::float(1.0),
             tch::Scalar::int(0),
-            zero_bias,
+            scaled_bias,
         ) * row_scales;
         assert!(layer.forward(&input).equal(&reference));
     }
