@@ -29,6 +29,7 @@ use super::sampling::{fresh_seed, Sampler, SamplingParams};
 use crate::engine::worker::{panic_message, ModelStatus, Timing};
 use crate::engine::{PredictError, Task};
 use crate::metrics::Metrics;
+use crate::openmp::StepThreads;
 use crate::text::stream::TextStream;
 
 const TASK: Task = Task::Completion;
@@ -116,6 +117,8 @@ pub struct Scheduler<M: CausalLm> {
     pending: Option<GenerationJob>,
     limits: BatchLimits,
     metrics: Arc<Metrics>,
+    /// libtorch's thread count for each step, by its rows.
+    threads: Option<StepThreads>,
 }
 
 impl<M: CausalLm> Scheduler<M> {
@@ -129,11 +132,14 @@ impl<M: CausalLm> Scheduler<M> {
             pending: None,
             limits,
             metrics,
+            threads: None,
         }
     }
 
     /// Serves the queue until every sender is gone and all work is done.
     pub fn run(mut self, receiver: Receiver<GenerationJob>, status: &ModelStatus) {
+        // Read on this, the model's, thread.
+        self.threads = Some(StepThreads::new());
         tch::no_grad(|| loop {
             match catch_unwind(AssertUnwindSafe(|| self.turn(&receiver))) {
                 Ok(true) => {}
@@ -254,6 +260,9 @@ impl<M: CausalLm> Scheduler<M> {
             .iter()
             .map(|job| job.options.num_return_sequences)
             .collect();
+        if let Some(threads) = &mut self.threads {
+            threads.for_rows(group.iter().map(|job| job.prompt.ids.len()).sum());
+        }
         let prefilled = catch_unwind(AssertUnwindSafe(|| {
             let prompts: Vec<&[i64]> = group.iter().map(|job| job.prompt.ids.as_slice()).collect();
             let prefilled = self.model.prefill(&prompts).repeat_rows(&copies);
@@ -316,6 +325,9 @@ impl<M: CausalLm> Scheduler<M> {
 
     /// Runs one decoding step for every running sequence.
     fn step(&mut self) {
+        if let Some(threads) = &mut self.threads {
+            threads.for_rows(self.rows.len());
+        }
         let tokens: Vec<i64> = self.rows.iter().map(last_token).collect();
         let positions: Vec<i64> = self
             .rows

@@ -26,6 +26,7 @@ use crate::engine::batching::{reload_until_loaded, Answered, BatchJob, Reply};
 use crate::engine::worker::{panic_message, ModelStatus, Timing};
 use crate::engine::{LoadError, PredictError, Task};
 use crate::metrics::Metrics;
+use crate::openmp::StepThreads;
 
 /// One request: the source ids of each of its sentences, in order.
 #[derive(Debug, Clone)]
@@ -76,6 +77,8 @@ pub struct Seq2SeqScheduler {
     waiting: VecDeque<u64>,
     next_request: u64,
     metrics: Arc<Metrics>,
+    /// libtorch's thread count for each step, by its rows.
+    threads: Option<StepThreads>,
 }
 
 impl Seq2SeqScheduler {
@@ -88,6 +91,7 @@ impl Seq2SeqScheduler {
             waiting: VecDeque::new(),
             next_request: 0,
             metrics,
+            threads: None,
         }
     }
 
@@ -99,6 +103,8 @@ impl Seq2SeqScheduler {
         status: &ModelStatus,
         reload: impl Fn() -> Result<Decoding, LoadError>,
     ) {
+        // Read on this, the model's, thread.
+        self.threads = Some(StepThreads::new());
         tch::no_grad(|| loop {
             match catch_unwind(AssertUnwindSafe(|| self.turn(&receiver))) {
                 Ok(true) => {}
@@ -151,7 +157,11 @@ impl Seq2SeqScheduler {
             }
         }
         self.drop_abandoned();
+        // Newcomers are encoded with the count of the step before.
         self.admit();
+        if let Some(threads) = &mut self.threads {
+            threads.for_rows(self.search.len() * self.decoding.options.num_beams.max(1));
+        }
         if !self.search.is_empty() {
             self.metrics
                 .batch_size(self.task)
