@@ -97,16 +97,13 @@ impl LayerNorm {
     }
 }
 
-struct Attention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    out: Linear,
+/// Splitting hidden states into attention heads and attending over them.
+struct Heads {
     heads: i64,
     head_dim: i64,
 }
 
-impl Attention {
+impl Heads {
     /// [rows, length, d_model] -> [rows, heads, length, head_dim]
     fn split(&self, input: &Tensor) -> Tensor {
         let size = input.size();
@@ -115,35 +112,79 @@ impl Attention {
             .transpose(1, 2)
     }
 
-    /// Scaled dot-product attention of `query` (already split) over `keys`
-    /// and `values`, then the output projection.
-    fn attend(
-        &self,
-        query: &Tensor,
-        keys: &Tensor,
-        values: &Tensor,
-        bias: Option<&Tensor>,
-    ) -> Tensor {
-        let scaling = (self.head_dim as f64).powf(-0.5);
-        let mut scores = query.matmul(&keys.transpose(-1, -2)) * scaling;
-        if let Some(bias) = bias {
-            scores += bias;
-        }
-        let context = scores.softmax(-1, Kind::Float).matmul(values);
-        let size = context.size();
-        let merged = context.transpose(1, 2).contiguous().view([
-            size[0],
-            size[2],
-            self.heads * self.head_dim,
-        ]);
-        self.out.forward(&merged)
+    /// The output of `N` stacked projections, [rows, length, N * d_model],
+    /// as `N` tensors of heads.
+    fn split_stacked<const N: usize>(&self, stacked: &Tensor) -> [Tensor; N] {
+        let width = self.heads * self.head_dim;
+        std::array::from_fn(|part| self.split(&stacked.narrow(2, part as i64 * width, width)))
     }
 
-    fn self_attention(&self, input: &Tensor, bias: Option<&Tensor>) -> Tensor {
-        let query = self.split(&self.query.forward(input));
-        let keys = self.split(&self.key.forward(input));
-        let values = self.split(&self.value.forward(input));
+    /// Scaled dot-product attention of `query` (already split) over `keys`
+    /// and `values`, heads merged again: [rows, length, d_model].
+    fn attend(&self, query: &Tensor, keys: &Tensor, values: &Tensor, bias: &Tensor) -> Tensor {
+        let scaling = (self.head_dim as f64).powf(-0.5);
+        let mut scores = query.matmul(&keys.transpose(-1, -2)) * scaling;
+        scores += bias;
+        let context = scores.softmax(-1, Kind::Float).matmul(values);
+        let size = context.size();
+        context
+            .transpose(1, 2)
+            .contiguous()
+            .view([size[0], size[2], self.heads * self.head_dim])
+    }
+}
+
+/// Self-attention, its query, key and value projections stacked into one
+/// layer (one pass over the input instead of three).
+struct SelfAttention {
+    /// [3 d_model, d_model]: query, key, value.
+    qkv: Linear,
+    out: Linear,
+    heads: Heads,
+}
+
+impl SelfAttention {
+    /// Query, keys and values of `input`, each split into heads.
+    fn project(&self, input: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let [query, keys, values] = self.heads.split_stacked(&self.qkv.forward(input));
+        (query, keys, values)
+    }
+
+    fn attend(&self, query: &Tensor, keys: &Tensor, values: &Tensor, bias: &Tensor) -> Tensor {
+        self.out
+            .forward(&self.heads.attend(query, keys, values, bias))
+    }
+
+    fn forward(&self, input: &Tensor, bias: &Tensor) -> Tensor {
+        let (query, keys, values) = self.project(input);
         self.attend(&query, &keys, &values, bias)
+    }
+}
+
+/// Attention over the encoder's states: the query projection reads the
+/// decoder's, the stacked key and value projections the encoder's (once per
+/// source).
+struct CrossAttention {
+    query: Linear,
+    /// [2 d_model, d_model]: key, value.
+    key_value: Linear,
+    out: Linear,
+    heads: Heads,
+}
+
+impl CrossAttention {
+    /// Keys and values of the encoder's states, each split into heads and
+    /// made contiguous once per source, not handed to every step's products
+    /// as strided views.
+    fn keys_values(&self, encoded: &Tensor) -> (Tensor, Tensor) {
+        let [keys, values] = self.heads.split_stacked(&self.key_value.forward(encoded));
+        (keys.contiguous(), values.contiguous())
+    }
+
+    fn forward(&self, input: &Tensor, keys: &Tensor, values: &Tensor, bias: &Tensor) -> Tensor {
+        let query = self.heads.split(&self.query.forward(input));
+        self.out
+            .forward(&self.heads.attend(&query, keys, values, bias))
     }
 }
 
@@ -153,16 +194,16 @@ struct FeedForward {
 }
 
 struct EncoderLayer {
-    attention: Attention,
+    attention: SelfAttention,
     attention_norm: LayerNorm,
     feed_forward: FeedForward,
     final_norm: LayerNorm,
 }
 
 struct DecoderLayer {
-    attention: Attention,
+    attention: SelfAttention,
     attention_norm: LayerNorm,
-    cross_attention: Attention,
+    cross_attention: CrossAttention,
     cross_attention_norm: LayerNorm,
     feed_forward: FeedForward,
     final_norm: LayerNorm,
@@ -175,13 +216,36 @@ pub struct MarianModel {
     encoder: Vec<EncoderLayer>,
     decoder: Vec<DecoderLayer>,
     lm_head: Linear,
-    final_logits_bias: Tensor,
     activation: fn(&Tensor) -> Tensor,
     pad_id: i64,
     eos_id: i64,
     decoder_start_id: i64,
     generation: GenerationDefaults,
     device: Device,
+}
+
+/// One linear layer computing those at `prefixes` (their `.weight` and
+/// `.bias`), outputs side by side in that order. Quantisation is per output
+/// row, so an int8 stack gives what its layers give apart.
+fn stacked_linear(
+    checkpoint: &Checkpoint,
+    prefixes: &[&str],
+    precision: Precision,
+) -> Result<Linear, String> {
+    let mut weights = Vec::with_capacity(prefixes.len());
+    let mut biases = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        weights.push(checkpoint.get(&format!("{prefix}.weight"))?);
+        biases.push(checkpoint.get(&format!("{prefix}.bias"))?);
+    }
+    if weights.len() == 1 {
+        return Ok(Linear::new(&weights[0], Some(&biases[0]), precision));
+    }
+    Ok(Linear::new(
+        &Tensor::cat(&weights, 0),
+        Some(&Tensor::cat(&biases, 0)),
+        precision,
+    ))
 }
 
 /// The sinusoidal table of transformers' `MarianSinusoidalPositionalEmbedding`:
@@ -242,25 +306,40 @@ impl MarianModel {
         device: Device,
     ) -> Result<MarianModel, String> {
         let get = |name: &str| checkpoint.get(name);
-        let linear = |prefix: &str| -> Result<Linear, String> {
-            let weight = get(&format!("{prefix}.weight"))?;
-            let bias = get(&format!("{prefix}.bias"))?;
-            Ok(Linear::new(&weight, Some(&bias), precision))
-        };
+        let linear = |prefix: &str| stacked_linear(checkpoint, &[prefix], precision);
         let layer_norm = |prefix: &str| -> Result<LayerNorm, String> {
             Ok(LayerNorm {
                 weight: get(&format!("{prefix}.weight"))?,
                 bias: get(&format!("{prefix}.bias"))?,
             })
         };
-        let attention = |prefix: &str, heads: i64| -> Result<Attention, String> {
-            Ok(Attention {
-                query: linear(&format!("{prefix}.q_proj"))?,
-                key: linear(&format!("{prefix}.k_proj"))?,
-                value: linear(&format!("{prefix}.v_proj"))?,
+        let heads = |heads: i64| Heads {
+            heads,
+            head_dim: config.d_model / heads,
+        };
+        let self_attention = |prefix: &str, count: i64| -> Result<SelfAttention, String> {
+            let projections = ["q_proj", "k_proj", "v_proj"].map(|name| format!("{prefix}.{name}"));
+            Ok(SelfAttention {
+                qkv: stacked_linear(
+                    checkpoint,
+                    &projections.each_ref().map(String::as_str),
+                    precision,
+                )?,
                 out: linear(&format!("{prefix}.out_proj"))?,
-                heads,
-                head_dim: config.d_model / heads,
+                heads: heads(count),
+            })
+        };
+        let cross_attention = |prefix: &str, count: i64| -> Result<CrossAttention, String> {
+            let projections = ["k_proj", "v_proj"].map(|name| format!("{prefix}.{name}"));
+            Ok(CrossAttention {
+                query: linear(&format!("{prefix}.q_proj"))?,
+                key_value: stacked_linear(
+                    checkpoint,
+                    &projections.each_ref().map(String::as_str),
+                    precision,
+                )?,
+                out: linear(&format!("{prefix}.out_proj"))?,
+                heads: heads(count),
             })
         };
         let feed_forward = |prefix: &str| -> Result<FeedForward, String> {
@@ -273,7 +352,7 @@ impl MarianModel {
             .map(|layer| {
                 let prefix = format!("model.encoder.layers.{layer}");
                 Ok(EncoderLayer {
-                    attention: attention(
+                    attention: self_attention(
                         &format!("{prefix}.self_attn"),
                         config.encoder_attention_heads,
                     )?,
@@ -287,12 +366,12 @@ impl MarianModel {
             .map(|layer| {
                 let prefix = format!("model.decoder.layers.{layer}");
                 Ok(DecoderLayer {
-                    attention: attention(
+                    attention: self_attention(
                         &format!("{prefix}.self_attn"),
                         config.decoder_attention_heads,
                     )?,
                     attention_norm: layer_norm(&format!("{prefix}.self_attn_layer_norm"))?,
-                    cross_attention: attention(
+                    cross_attention: cross_attention(
                         &format!("{prefix}.encoder_attn"),
                         config.decoder_attention_heads,
                     )?,
@@ -345,11 +424,12 @@ impl MarianModel {
             } else {
                 1.0
             },
-            lm_head: Linear::new(&lm_head_weight, None, precision),
+            // final_logits_bias is the output projection's bias: added as
+            // the product is written, not in a second pass over the logits.
+            lm_head: Linear::new(&lm_head_weight, Some(&final_logits_bias), precision),
             shared,
             encoder,
             decoder,
-            final_logits_bias,
             activation: activation(&config.activation_function)?,
             pad_id: config.pad_token_id,
             eos_id: config.eos_token_id,
@@ -388,7 +468,7 @@ impl MarianModel {
             length,
         ]);
         for layer in &self.encoder {
-            let attended = layer.attention.self_attention(&hidden, Some(&bias));
+            let attended = layer.attention.forward(&hidden, &bias);
             hidden = layer.attention_norm.forward(&(hidden + attended));
             let transformed = self.feed_forward(&layer.feed_forward, &hidden);
             hidden = layer.final_norm.forward(&(hidden + transformed));
@@ -423,12 +503,12 @@ impl Seq2SeqLm for MarianModel {
         let (encoded, source_bias) = self.encode(&ids, &mask);
         let (mut cross_keys, mut cross_values) = (Vec::new(), Vec::new());
         for layer in &self.decoder {
-            let attention = &layer.cross_attention;
-            cross_keys.push(attention.split(&attention.key.forward(&encoded)));
-            cross_values.push(attention.split(&attention.value.forward(&encoded)));
+            let (keys, values) = layer.cross_attention.keys_values(&encoded);
+            cross_keys.push(keys);
+            cross_values.push(values);
         }
         let (heads, head_dim) = self.decoder.first().map_or((1, 1), |layer| {
-            (layer.attention.heads, layer.attention.head_dim)
+            (layer.attention.heads.heads, layer.attention.heads.head_dim)
         });
         let mut cache = KvCache::new(self.decoder.len(), heads, head_dim, self.device);
         let rows = sources.len() * group_size;
@@ -467,25 +547,20 @@ impl Seq2SeqLm for MarianModel {
         let self_bias = state.cache.attention_bias(1);
         for (index, layer) in self.decoder.iter().enumerate() {
             let attention = &layer.attention;
-            let query = attention.split(&attention.query.forward(&hidden));
-            state.cache.write_column(
-                index,
-                &attention.split(&attention.key.forward(&hidden)),
-                &attention.split(&attention.value.forward(&hidden)),
-            );
+            let (query, new_keys, new_values) = attention.project(&hidden);
+            state.cache.write_column(index, &new_keys, &new_values);
             let (keys, values) = state.cache.layer_with_new_column(index);
-            let attended = attention.attend(&query, &keys, &values, Some(&self_bias));
+            let attended = attention.attend(&query, &keys, &values, &self_bias);
             hidden = layer.attention_norm.forward(&(hidden + attended));
 
-            let cross = &layer.cross_attention;
             let grouped = hidden.view([groups, group_size, width]);
-            let query = cross.split(&cross.query.forward(&grouped));
-            let attended = cross
-                .attend(
-                    &query,
+            let attended = layer
+                .cross_attention
+                .forward(
+                    &grouped,
                     &state.cross_keys[index],
                     &state.cross_values[index],
-                    Some(&state.source_bias),
+                    &state.source_bias,
                 )
                 .view([rows, 1, width]);
             hidden = layer.cross_attention_norm.forward(&(hidden + attended));
@@ -493,7 +568,7 @@ impl Seq2SeqLm for MarianModel {
             hidden = layer.final_norm.forward(&(hidden + transformed));
         }
         state.cache.commit_column();
-        self.lm_head.forward(&hidden.select(1, 0)) + &self.final_logits_bias
+        self.lm_head.forward(&hidden.select(1, 0))
     }
 
     fn decoder_start_id(&self) -> i64 {
