@@ -19,6 +19,7 @@ pub mod extract;
 pub mod generation;
 pub mod metrics;
 pub mod middleware;
+pub mod mkl;
 pub mod model_source;
 pub mod openmp;
 pub mod predictors;

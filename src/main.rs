@@ -61,6 +61,7 @@ enum ModelsAction {
 fn main() -> ExitCode {
     // Before anything else: a restart keeps nothing but the arguments.
     openmp::ensure_passive_wait_policy();
+    nlp_serve::mkl::keep_linked();
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         print!("{}", openapi_json());

@@ -716,3 +716,21 @@ fn serves_with_passive_openmp_threads_unless_the_environment_chooses() {
         assert_eq!(policy.as_deref(), Some(expected), "given {given:?}");
     }
 }
+
+/// libtorch's MKL asks the dynamic linker for its vendor test; the binary's
+/// own definition (src/mkl.rs) is found first only if the binary exports it.
+#[test]
+fn the_binary_exports_its_answer_to_mkls_vendor_test() {
+    let output = Command::new("nm")
+        .args(["--dynamic", "--defined-only", BINARY])
+        .output()
+        .expect("nm (binutils) runs");
+    assert!(output.status.success(), "nm failed: {output:?}");
+    let symbols = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        symbols
+            .lines()
+            .any(|line| line.ends_with(" T mkl_serv_intel_cpu_true")),
+        "mkl_serv_intel_cpu_true is not in the dynamic symbol table"
+    );
+}

@@ -23,6 +23,7 @@ use anyhow::Context;
 use nlp_serve::generation::precision_check::translation_report;
 
 fn main() -> anyhow::Result<()> {
+    nlp_serve::mkl::keep_linked();
     let mut args = std::env::args().skip(1);
     let usage = "usage: precision-report MODEL_DIR TEXT_FILE [COUNT] [TOKENS]";
     let dir = PathBuf::from(args.next().context(usage)?);
