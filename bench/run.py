@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 
@@ -237,11 +238,15 @@ FULL_PRECISION_PEERS = ("ctranslate2 float32", "onnxruntime fp32")
 BYTES_PER_WEIGHT = {"fp32": 4, "float32": 4, "fp16": 2, "int8": 1}
 
 
-def side_precision(name):
-    """"nlp-serve" is fp32; "nlp-serve int8" is int8; "transformers" is float32."""
+def side_precision(name, task=None):
+    """"nlp-serve int8" is int8; "transformers" is float32; plain "nlp-serve" runs `task` at its
+    default precision (config/default.toml), fp32 when no task is given."""
     for precision in BYTES_PER_WEIGHT:
         if name.endswith(" " + precision):
             return precision
+    if name == "nlp-serve" and task:
+        config = tomllib.loads((ROOT / "config" / "default.toml").read_text(encoding="utf-8"))
+        return config.get(task, {}).get("precision", "fp32")
     return "fp32"
 
 
@@ -551,7 +556,7 @@ def roofline(results, limits, inputs, models):
         for entry in results:
             if entry["scenario"] != scenario or entry["concurrency"] != 1 or not entry["ok"]:
                 continue
-            precision = side_precision(entry["side"])
+            precision = side_precision(entry["side"], task)
             measured_ms = entry["p50_ms"] / units
             if task == "completion":
                 work = gpt2_weights * BYTES_PER_WEIGHT[precision]
@@ -564,6 +569,12 @@ def roofline(results, limits, inputs, models):
                          "bound_ms": round(bound_ms, 2), "measured_ms": round(measured_ms, 2),
                          "share_of_bound": round(bound_ms / measured_ms, 3)})
     return rows
+
+
+def analysis_link(out):
+    """The hand-written analysis (bench/results/analysis.md), relative to the report in `out`."""
+    analysis = pathlib.Path(__file__).resolve().parent / "results" / "analysis.md"
+    return pathlib.Path(os.path.relpath(analysis, pathlib.Path(out).resolve())).as_posix()
 
 
 def write_report(out, summary):
@@ -600,15 +611,16 @@ def write_report(out, summary):
                          **entry))
     lines += ["", "Ratios are nlp-serve / the other side: below 1 is better for p50, above 1 is better for req/s. "
               "\"nlp-serve fp16\" and \"nlp-serve int8\" are the same server with `[<task>] precision` set, on "
-              "the tasks that support it; plain \"nlp-serve\" is the fp32 default.", ""]
+              "the tasks that support it; plain \"nlp-serve\" runs each task at its default precision "
+              "(config/default.toml: fp32, but int8 for QA).", ""]
     lines += roofline_section(summary) + agreement_section(summary) + change_section(summary)
     lines += precision_section(summary)
     lines += ["",
               "![p50 latency and throughput](latency.png)", "",
               "Peak resident memory while loading, per side: " + ", ".join(
                   f"{k} {round(v)} MB" for k, v in summary["load_peak_rss_mb"].items()) + ".", "",
-              "Where the time goes, and what to change: [analysis.md](analysis.md) (written by hand "
-              "from a run and a profile).", "", "## The machine's limits", "",
+              f"Where the time goes, and what to change: [analysis.md]({analysis_link(out)}) (written by "
+              "hand from a run and a profile).", "", "## The machine's limits", "",
               f"Memory bandwidth (copy): {summary['limits']['memory_bandwidth_gb_s']} GB/s; "
               f"fp32 matmul: {summary['limits']['matmul_fp32_gflop_s']} GFLOP/s.", ""]
     lines += ["Inputs: " + ", ".join(f"{k} {v}" for k, v in summary["inputs"].items()) + "."]
@@ -624,7 +636,7 @@ def best_peer_section(summary):
         if (entry["scenario"], entry["concurrency"]) not in keys:
             keys.append((entry["scenario"], entry["concurrency"]))
     lines = ["## nlp-serve against the best peer", "",
-             "For each scenario, nlp-serve's fastest precision (and its fp32 default where that is another row) "
+             "For each scenario, nlp-serve's fastest precision (and its default precision where that is another row) "
              "against the fastest side that is not nlp-serve, and against transformers.", "",
              "| scenario | conc. | nlp-serve side | p50 ms | req/s | best peer (p50) | p50 ms | p50 ratio "
              "| best peer (req/s) | req/s | req/s ratio | p50 / transformers | req/s / transformers |",
