@@ -22,7 +22,8 @@ use std::sync::OnceLock;
 const VARIABLE: &str = "NLP_SERVE_MKL_VENDOR_CHECK";
 
 /// MKL's vendor test, answered here: 1 ("Intel") unless the environment
-/// asks for MKL's own answer, which is then computed as MKL computes it.
+/// asks for MKL's own test, which is then answered from CPUID's vendor
+/// string.
 #[no_mangle]
 pub extern "C" fn mkl_serv_intel_cpu_true() -> libc::c_int {
     static ANSWER: OnceLock<libc::c_int> = OnceLock::new();
@@ -53,10 +54,12 @@ fn cpu_is_intel() -> bool {
     }
 }
 
-/// Keeps the override in the calling binary: call it once from `main`. A
-/// library's item is linked into an executable only when referenced.
+/// Keeps the override in the calling binary (a library's item is linked
+/// into an executable only when referenced) and settles its answer before
+/// MKL's threads exist: call it once from `main`.
 pub fn keep_linked() {
     std::hint::black_box(mkl_serv_intel_cpu_true as extern "C" fn() -> libc::c_int);
+    mkl_serv_intel_cpu_true();
 }
 
 #[cfg(test)]

@@ -97,11 +97,11 @@ pub fn run_single_threaded_here() -> bool {
     set_threads_here(1)
 }
 
-/// A decoding step over fewer rows than this runs libtorch single-threaded.
-/// Its matrix products are fbgemm's (one thread whatever the setting) or too
-/// small to split, so a second thread only adds a wake-up per operation: a
-/// beam-4 sentence's step (4 rows) runs many small parallel regions, each
-/// waking a sleeping thread (`OMP_WAIT_POLICY=PASSIVE`).
+/// A decoding step over fewer rows than this runs libtorch single-threaded
+/// (MKL's fp32 products excepted, see `set_threads_here`). Its operations
+/// are too small to gain from a second thread, which only adds a wake-up per
+/// parallel region: a beam-4 sentence's step (4 rows) runs hundreds of them,
+/// each waking a sleeping thread (`OMP_WAIT_POLICY=PASSIVE`).
 pub const SINGLE_THREADED_BELOW_ROWS: usize = 32;
 
 /// The thread count a model thread gives libtorch for each step: one for

@@ -719,8 +719,9 @@ fn serves_with_passive_openmp_threads_unless_the_environment_chooses() {
 
 /// libtorch's MKL asks the dynamic linker for its vendor test; the binary's
 /// own definition (src/mkl.rs) is found first only if the binary exports it.
+/// The dynamic linker's log of a served fp32 completion shows the binding.
 #[test]
-fn the_binary_exports_its_answer_to_mkls_vendor_test() {
+fn libtorchs_mkl_calls_the_binarys_answer_to_its_vendor_test() {
     let output = Command::new("nm")
         .args(["--dynamic", "--defined-only", BINARY])
         .output()
@@ -732,5 +733,31 @@ fn the_binary_exports_its_answer_to_mkls_vendor_test() {
             .lines()
             .any(|line| line.ends_with(" T mkl_serv_intel_cpu_true")),
         "mkl_serv_intel_cpu_true is not in the dynamic symbol table"
+    );
+
+    let dir = temp_dir("mkl-bindings");
+    let log = dir.join("ld");
+    let model = manifest_path("models/tiny/gpt2");
+    let log_path = log.to_string_lossy().into_owned();
+    serve_completion(
+        &model.to_string_lossy(),
+        &[("LD_DEBUG", "bindings"), ("LD_DEBUG_OUTPUT", &log_path)],
+    );
+    let mut bindings = String::new();
+    for entry in std::fs::read_dir(&dir).expect("the log folder") {
+        let path = entry.expect("an entry").path();
+        bindings += &std::fs::read_to_string(path).unwrap_or_default();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let binary_name = Path::new(BINARY)
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    assert!(
+        bindings.lines().any(|line| line.contains("libtorch_cpu.so")
+            && line.contains(&format!(
+                "{binary_name} [0]: normal symbol `mkl_serv_intel_cpu_true'"
+            ))),
+        "libtorch's MKL did not bind mkl_serv_intel_cpu_true to the binary"
     );
 }

@@ -162,8 +162,12 @@ mod tests {
         let bias = Tensor::randn([48], (Kind::Float, Device::Cpu));
         let exact = input.linear(&weight, Some(&bias));
         let layer = Linear::new(&weight, Some(&bias), Precision::Int8);
-        let split = project(&layer, &input);
+        // Three shares whatever the pool's size (`project` splits only on a
+        // pool of two threads or more).
+        let split = shares::forward_in_shares(&layer, input.reshape([192, 64]).chunk(3, 0))
+            .view([2, 96, 48]);
         assert_eq!(split.size(), [2, 96, 48]);
+        assert_eq!(project(&layer, &input).size(), [2, 96, 48]);
         let error = (&split - &exact).abs().max().double_value(&[]);
         let scale = exact.abs().max().double_value(&[]);
         assert!(error / scale < 3e-2, "{error} of {scale}");

@@ -1,8 +1,9 @@
 //! Running a linear layer over a window's rows in shares, one per core.
 //!
-//! libtorch's fbgemm fp16/int8 kernels run on the calling thread only, which
-//! suits a decoding step's few rows; a window has hundreds, so its rows are
-//! split between the threads of a pool kept for the life of the process.
+//! libtorch runs fbgemm's fp16 kernel on the calling thread only, and its
+//! int8 one in a parallel region over libtorch's threads; a window has
+//! hundreds of rows, so they are split between the threads of a pool kept
+//! for the life of the process, one share per thread.
 //! Each pool thread runs libtorch single-threaded: a share that opened
 //! parallel regions of its own would put two teams on the same cores.
 //!

@@ -157,7 +157,12 @@ impl Seq2SeqScheduler {
             }
         }
         self.drop_abandoned();
-        // Newcomers are encoded with the count of the step before.
+        if let Some(threads) = &mut self.threads {
+            // Newcomers' sources are encoded together: all threads.
+            if !self.waiting.is_empty() {
+                threads.for_rows(usize::MAX);
+            }
+        }
         self.admit();
         if let Some(threads) = &mut self.threads {
             threads.for_rows(self.search.len() * self.decoding.options.num_beams.max(1));

@@ -56,6 +56,8 @@ pub fn app() -> &'static TestApp {
 
 /// Starts a server with `settings` on its own thread; does not wait for models.
 pub fn spawn_app(settings: Settings) -> TestApp {
+    // MKL's kernels as the server binary gets them (src/mkl.rs).
+    nlp_serve::mkl::keep_linked();
     nlp_serve::telemetry::init(&settings.logging);
     let (port_tx, port_rx) = mpsc::channel();
     thread::spawn(move || {
