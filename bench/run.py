@@ -17,6 +17,7 @@ throughput, and writes summary.json, report.md and a plot.
 import argparse
 import csv
 import datetime
+import functools
 import io
 import json
 import os
@@ -245,9 +246,16 @@ def side_precision(name, task=None):
         if name.endswith(" " + precision):
             return precision
     if name == "nlp-serve" and task:
-        config = tomllib.loads((ROOT / "config" / "default.toml").read_text(encoding="utf-8"))
-        return config.get(task, {}).get("precision", "fp32")
+        return default_precisions().get(task, "fp32")
     return "fp32"
+
+
+@functools.cache
+def default_precisions():
+    """Each task's precision in config/default.toml, read once."""
+    config = tomllib.loads((ROOT / "config" / "default.toml").read_text(encoding="utf-8"))
+    return {task: section.get("precision", "fp32") for task, section in config.items()
+            if isinstance(section, dict)}
 
 
 def is_ours(name):

@@ -61,11 +61,7 @@ pub fn fused_qkv(
         matrices.push(weights.get(&format!("{prefix}.weight"))?);
         biases.push(weights.get(&format!("{prefix}.bias"))?);
     }
-    Ok(Linear::new(
-        &Tensor::cat(&matrices, 0),
-        Some(&Tensor::cat(&biases, 0)),
-        precision,
-    ))
+    Ok(Linear::stacked(&matrices, Some(&biases), precision))
 }
 
 /// Fewer rows than this run in one call: splitting would not pay for the threads.

@@ -133,7 +133,7 @@ pub(crate) fn fused_qkv(
         .iter()
         .map(|name| checkpoint.get(&format!("{prefix}.{name}.weight")))
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(Linear::new(&Tensor::cat(&weights, 0), None, precision))
+    Ok(Linear::stacked(&weights, None, precision))
 }
 
 /// A fused projection's output split into query, keys and values, each

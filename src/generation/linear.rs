@@ -130,6 +130,20 @@ impl Linear {
         }
     }
 
+    /// Several layers over the same input as one: their weights (each
+    /// [out_i, in]) and biases stacked in order, so that one product gives
+    /// their outputs side by side. int8 quantises per output row, so a stack
+    /// gives what its layers give apart. A stack of one is that layer, its
+    /// loaded storage shared (no copy).
+    pub fn stacked(weights: &[Tensor], biases: Option<&[Tensor]>, precision: Precision) -> Linear {
+        if let [weight] = weights {
+            let bias = biases.and_then(<[Tensor]>::first);
+            return Linear::new(weight, bias, precision);
+        }
+        let bias = biases.map(|biases| Tensor::cat(biases, 0));
+        Linear::new(&Tensor::cat(weights, 0), bias.as_ref(), precision)
+    }
+
     /// The same layer sharing this one's storage (for another thread: a
     /// tensor may move between threads but not be shared by them).
     pub fn shallow_clone(&self) -> Linear {

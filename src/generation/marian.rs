@@ -16,6 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::Checkpoint;
 use super::kv_cache::KvCache;
+use super::layers::split_heads;
 use super::linear::{Linear, Precision};
 use super::seq2seq::{DecoderState, EarlyStopping, GenerationDefaults, Seq2SeqLm};
 
@@ -106,10 +107,7 @@ struct Heads {
 impl Heads {
     /// [rows, length, d_model] -> [rows, heads, length, head_dim]
     fn split(&self, input: &Tensor) -> Tensor {
-        let size = input.size();
-        input
-            .view([size[0], size[1], self.heads, self.head_dim])
-            .transpose(1, 2)
+        split_heads(input, self.heads)
     }
 
     /// The output of `N` stacked projections, [rows, length, N * d_model],
@@ -224,28 +222,21 @@ pub struct MarianModel {
     device: Device,
 }
 
-/// One linear layer computing those at `prefixes` (their `.weight` and
-/// `.bias`), outputs side by side in that order. Quantisation is per output
-/// row, so an int8 stack gives what its layers give apart.
+/// The layers `{prefix}.{name}` for each of `names` (their `.weight` and
+/// `.bias`) as one stacked layer (`Linear::stacked`).
 fn stacked_linear(
     checkpoint: &Checkpoint,
-    prefixes: &[&str],
+    prefix: &str,
+    names: &[&str],
     precision: Precision,
 ) -> Result<Linear, String> {
-    let mut weights = Vec::with_capacity(prefixes.len());
-    let mut biases = Vec::with_capacity(prefixes.len());
-    for prefix in prefixes {
-        weights.push(checkpoint.get(&format!("{prefix}.weight"))?);
-        biases.push(checkpoint.get(&format!("{prefix}.bias"))?);
+    let mut weights = Vec::with_capacity(names.len());
+    let mut biases = Vec::with_capacity(names.len());
+    for name in names {
+        weights.push(checkpoint.get(&format!("{prefix}.{name}.weight"))?);
+        biases.push(checkpoint.get(&format!("{prefix}.{name}.bias"))?);
     }
-    if weights.len() == 1 {
-        return Ok(Linear::new(&weights[0], Some(&biases[0]), precision));
-    }
-    Ok(Linear::new(
-        &Tensor::cat(&weights, 0),
-        Some(&Tensor::cat(&biases, 0)),
-        precision,
-    ))
+    Ok(Linear::stacked(&weights, Some(&biases), precision))
 }
 
 /// The sinusoidal table of transformers' `MarianSinusoidalPositionalEmbedding`:
@@ -306,7 +297,9 @@ impl MarianModel {
         device: Device,
     ) -> Result<MarianModel, String> {
         let get = |name: &str| checkpoint.get(name);
-        let linear = |prefix: &str| stacked_linear(checkpoint, &[prefix], precision);
+        // `{prefix}.{name}` for each of `names`, stacked.
+        let linear =
+            |prefix: &str, names: &[&str]| stacked_linear(checkpoint, prefix, names, precision);
         let layer_norm = |prefix: &str| -> Result<LayerNorm, String> {
             Ok(LayerNorm {
                 weight: get(&format!("{prefix}.weight"))?,
@@ -318,34 +311,24 @@ impl MarianModel {
             head_dim: config.d_model / heads,
         };
         let self_attention = |prefix: &str, count: i64| -> Result<SelfAttention, String> {
-            let projections = ["q_proj", "k_proj", "v_proj"].map(|name| format!("{prefix}.{name}"));
             Ok(SelfAttention {
-                qkv: stacked_linear(
-                    checkpoint,
-                    &projections.each_ref().map(String::as_str),
-                    precision,
-                )?,
-                out: linear(&format!("{prefix}.out_proj"))?,
+                qkv: linear(prefix, &["q_proj", "k_proj", "v_proj"])?,
+                out: linear(prefix, &["out_proj"])?,
                 heads: heads(count),
             })
         };
         let cross_attention = |prefix: &str, count: i64| -> Result<CrossAttention, String> {
-            let projections = ["k_proj", "v_proj"].map(|name| format!("{prefix}.{name}"));
             Ok(CrossAttention {
-                query: linear(&format!("{prefix}.q_proj"))?,
-                key_value: stacked_linear(
-                    checkpoint,
-                    &projections.each_ref().map(String::as_str),
-                    precision,
-                )?,
-                out: linear(&format!("{prefix}.out_proj"))?,
+                query: linear(prefix, &["q_proj"])?,
+                key_value: linear(prefix, &["k_proj", "v_proj"])?,
+                out: linear(prefix, &["out_proj"])?,
                 heads: heads(count),
             })
         };
         let feed_forward = |prefix: &str| -> Result<FeedForward, String> {
             Ok(FeedForward {
-                fc1: linear(&format!("{prefix}.fc1"))?,
-                fc2: linear(&format!("{prefix}.fc2"))?,
+                fc1: linear(prefix, &["fc1"])?,
+                fc2: linear(prefix, &["fc2"])?,
             })
         };
         let encoder = (0..config.encoder_layers)
