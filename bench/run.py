@@ -221,10 +221,13 @@ def scenarios(inputs, smoke):
 TASK_OF_PATH = {"/complete": "completion", "/qa": "qa", "/translate": "translation"}
 
 # nlp-serve's precisions per task: `[<task>] precision` in its configuration.
-# A task joins a precision here as soon as nlp-serve supports it there.
+# A task joins a precision here as soon as nlp-serve supports it there. bf16 runs every
+# task, but only QA's wide products gain from it (AMX / AVX-512 BF16); a decoding step's
+# few rows do not, so precision-report measures it there and the benchmark leaves it out.
 NLP_SERVE_PRECISIONS = {"fp32": ("completion", "qa", "translation"),
                         "fp16": ("completion", "qa", "translation"),
-                        "int8": ("completion", "qa", "translation")}
+                        "int8": ("completion", "qa", "translation"),
+                        "bf16": ("qa",)}
 
 # The other sides: (name, engine, precision, tasks), each a bench/baseline/server.py process.
 PEERS = (("transformers", "transformers", "float32", ("completion", "qa", "translation")),
@@ -236,7 +239,7 @@ PEERS = (("transformers", "transformers", "float32", ("completion", "qa", "trans
 FULL_PRECISION_PEERS = ("ctranslate2 float32", "onnxruntime fp32")
 
 # Bytes per weight as each side stores its linear layers (scales and biases left out).
-BYTES_PER_WEIGHT = {"fp32": 4, "float32": 4, "fp16": 2, "int8": 1}
+BYTES_PER_WEIGHT = {"fp32": 4, "float32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
 def side_precision(name, task=None):
@@ -483,7 +486,7 @@ def add_ratios(results):
 
 
 def precision_report(binary, models, smoke, tasks):
-    """fp16/int8 against fp32 per task (src/bin/precision-report/): answers identical to fp32's, drift, speed."""
+    """fp16/int8/bf16 against fp32 per task (src/bin/precision-report/): answers identical to fp32's, drift, speed."""
     tool = binary.parent / "precision-report"
     counts = {"completion": ("distilgpt2", ("4", "8") if smoke else ("24", "32")),
               "qa": ("distilbert-squad", ("2",) if smoke else ("12",)),
@@ -514,7 +517,13 @@ def machine_description():
             cpu = line.split(":", 1)[1].strip()
             break
     memory = int(re.search(r"MemTotal:\s+(\d+)", pathlib.Path("/proc/meminfo").read_text()).group(1))
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory / 1024 / 1024, 1),
+    flags = set()
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    features = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    return {"cpu": cpu, "features": " ".join(features) or "none of note", "cores": os.cpu_count(), "memory_gb": round(memory / 1024 / 1024, 1),
             "kernel": platform.release()}
 
 
@@ -594,7 +603,8 @@ def write_report(out, summary):
         f"# Benchmark: nlp-serve vs. transformers, CTranslate2 and ONNX Runtime"
         f"{' (smoke run, small models)' if summary['smoke'] else ''}",
         "",
-        f"Run {summary['date']} on {summary['machine']['cpu']}, {summary['machine']['cores']} cores, "
+        f"Run {summary['date']} on {summary['machine']['cpu']} "
+        f"({summary['machine'].get('features', 'features not recorded')}), {summary['machine']['cores']} cores, "
         f"{summary['machine']['memory_gb']} GB. Every side uses {summary['limits']['threads']} threads, "
         "the same random-weight checkpoints with the exact shapes of distilgpt2, "
         "distilbert-base-cased-distilled-squad and opus-mt-en-de (converted from the same weights for "
@@ -618,7 +628,7 @@ def write_report(out, summary):
                          r3=entry.get("ratio_p50_best_peer", ""), r4=entry.get("ratio_requests_per_s_best_peer", ""),
                          **entry))
     lines += ["", "Ratios are nlp-serve / the other side: below 1 is better for p50, above 1 is better for req/s. "
-              "\"nlp-serve fp16\" and \"nlp-serve int8\" are the same server with `[<task>] precision` set, on "
+              "\"nlp-serve fp16\", \"nlp-serve int8\" and \"nlp-serve bf16\" are the same server with `[<task>] precision` set, on "
               "the tasks that support it; plain \"nlp-serve\" runs each task at its default precision "
               "(config/default.toml: fp32, but int8 for QA).", ""]
     lines += roofline_section(summary) + agreement_section(summary) + change_section(summary)
@@ -807,7 +817,8 @@ def precision_section(summary):
 
 SIDE_COLOURS = {"transformers": "#dd6b20", "ctranslate2 float32": "#805ad5", "ctranslate2 int8": "#d53f8c",
                 "onnxruntime fp32": "#718096", "onnxruntime int8": "#2d3748", "nlp-serve": "#2b6cb0",
-                "nlp-serve fp16": "#63b3ed", "nlp-serve int8": "#38a169"}
+                "nlp-serve fp16": "#63b3ed", "nlp-serve int8": "#38a169",
+                "nlp-serve bf16": "#d69e2e"}
 
 
 def plot(out, summary):

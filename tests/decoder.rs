@@ -130,7 +130,7 @@ fn prompts_of_different_lengths_prefill_together() {
 fn reduced_precision_stays_close_to_fp32() {
     let reference = tch::no_grad(|| decoder(Precision::Fp32).prefill(&[&PROMPT_A]).logits);
     let spread = reference.std(true).double_value(&[]);
-    for precision in [Precision::Fp16, Precision::Int8] {
+    for precision in Precision::REDUCED {
         let logits = tch::no_grad(|| decoder(precision).prefill(&[&PROMPT_A]).logits);
         let difference = max_difference(&logits, &reference);
         assert!(

@@ -98,6 +98,8 @@ pub struct BertQa {
     heads: i64,
     pad_id: i64,
     device: Device,
+    /// The kind hidden states are carried in (bf16 at bf16, else fp32).
+    activations: Kind,
 }
 
 impl BertQa {
@@ -141,6 +143,7 @@ impl BertQa {
             heads,
             pad_id: config.pad_token_id,
             device: weights.device(),
+            activations: precision.activations(),
         })
     }
 
@@ -166,12 +169,15 @@ impl SpanEncoder for BertQa {
                 .position_embeddings
                 .index_select(0, &positions)
                 .unsqueeze(0);
-        let mut hidden = self.embeddings_norm.forward(&embedded);
+        let mut hidden = self
+            .embeddings_norm
+            .forward(&embedded)
+            .to_kind(self.activations);
         let visible = visible_keys(&windows.attention_mask);
         for layer in &self.layers {
             hidden = self.layer(layer, &hidden, &visible);
         }
-        super::split_span_logits(&self.qa_outputs.forward(&hidden))
+        super::split_span_logits(&self.qa_outputs.forward(&hidden.to_kind(Kind::Float)))
     }
 
     fn pad_id(&self) -> i64 {

@@ -98,6 +98,8 @@ pub struct DistilBertQa {
     heads: i64,
     pad_id: i64,
     device: Device,
+    /// The kind hidden states are carried in (bf16 at bf16, else fp32).
+    activations: Kind,
 }
 
 impl DistilBertQa {
@@ -138,6 +140,7 @@ impl DistilBertQa {
             heads: config.n_heads,
             pad_id: config.pad_token_id,
             device: weights.device(),
+            activations: precision.activations(),
         })
     }
 
@@ -162,12 +165,15 @@ impl SpanEncoder for DistilBertQa {
                 .position_embeddings
                 .index_select(0, &positions)
                 .unsqueeze(0);
-        let mut hidden = self.embeddings_norm.forward(&embedded);
+        let mut hidden = self
+            .embeddings_norm
+            .forward(&embedded)
+            .to_kind(self.activations);
         let visible = visible_keys(&windows.attention_mask);
         for layer in &self.layers {
             hidden = self.layer(layer, &hidden, &visible);
         }
-        super::split_span_logits(&self.qa_outputs.forward(&hidden))
+        super::split_span_logits(&self.qa_outputs.forward(&hidden.to_kind(Kind::Float)))
     }
 
     fn pad_id(&self) -> i64 {

@@ -68,14 +68,15 @@ pub fn fused_qkv(
 const MIN_ROWS_PER_THREAD: i64 = 32;
 
 /// `linear` over every row of `input` ([..., in] -> [..., out]). At fp16 and
-/// int8 a window's rows are split between the cores (`shares`; fp32 matrix
-/// products are threaded by libtorch itself). int8 then quantises the
+/// int8 a window's rows are split between the cores (`shares`; fp32 and bf16
+/// matrix products are threaded by libtorch itself). int8 then quantises the
 /// activations of each share with its own scale.
 pub fn project(linear: &Linear, input: &Tensor) -> Tensor {
     let size = input.size();
     let width = size.last().copied().unwrap_or(0);
     let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
-    if matches!(linear, Linear::Fp32 { .. }) || rows < 2 * MIN_ROWS_PER_THREAD {
+    if matches!(linear, Linear::Fp32 { .. } | Linear::Bf16 { .. }) || rows < 2 * MIN_ROWS_PER_THREAD
+    {
         return linear.forward(input);
     }
     let threads = i64::try_from(shares::threads()).unwrap_or(1);

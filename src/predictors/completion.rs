@@ -186,7 +186,7 @@ impl CompletionModel {
         let eos_id = model_config["eos_token_id"].as_i64().unwrap_or(50256);
         let model_type = decoders::model_type(&model_config)
             .map_err(|error| model_error(&files.source, error))?;
-        if config.precision != Precision::Fp32 && config.device != Device::Cpu {
+        if config.precision.needs_fbgemm() && config.device != Device::Cpu {
             return Err(model_error(
                 &files.source,
                 format!(
@@ -196,7 +196,7 @@ impl CompletionModel {
                 ),
             ));
         }
-        if config.precision != Precision::Fp32 && !fbgemm_available() {
+        if config.precision.needs_fbgemm() && !fbgemm_available() {
             return Err(model_error(
                 &files.source,
                 format!(
@@ -205,6 +205,7 @@ impl CompletionModel {
                 ),
             ));
         }
+        super::warn_if_bf16_is_slow("completion", config.precision, config.device);
         let decoder = Decoder::load(
             model_type,
             config_path,

@@ -15,6 +15,7 @@ use tch::Device;
 
 use crate::configuration::DeviceSetting;
 use crate::engine::LoadError;
+use crate::generation::linear::{native_bf16, Precision};
 
 /// With `[runtime] fault_injection`, an input of exactly this (a prompt, a
 /// question, a text to translate) makes its task's worker panic.
@@ -47,6 +48,16 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, LoadError> {
         .map_err(|error| LoadError::Io(format!("cannot read {}: {error}", path.display())))?;
     serde_json::from_str(&text)
         .map_err(|error| LoadError::Io(format!("{} is not valid JSON: {error}", path.display())))
+}
+
+/// Warns when bf16 weights will run slower than fp32: on a CPU without
+/// bfloat16 instructions (AMX or AVX-512 BF16) libtorch converts every value.
+pub(crate) fn warn_if_bf16_is_slow(task: &str, precision: Precision, device: Device) {
+    if precision == Precision::Bf16 && device == Device::Cpu && !native_bf16() {
+        tracing::warn!(
+            "{task} precision bf16 on a CPU without AMX or AVX-512 BF16 runs slower than fp32; int8 is faster here"
+        );
+    }
 }
 
 pub(crate) fn model_error(source: &str, error: impl std::fmt::Display) -> LoadError {

@@ -87,6 +87,7 @@ impl Predictor for QaPredictor {
                 config.device
             );
         }
+        super::warn_if_bf16_is_slow("qa", precision, config.device);
         // An explicit do_lower_case in the model's tokenizer_config.json wins.
         let lower_case = match files.get("tokenizer_config.json") {
             Some(path) => read_json(path)?["do_lower_case"]
@@ -134,9 +135,9 @@ impl Predictor for QaPredictor {
 
 /// The precision QA can run at: fp16 and int8 use libtorch's fbgemm kernels
 /// (CPU only, x86-64 with AVX2); elsewhere the default int8 gives way to fp32,
-/// so that a GPU or another CPU still serves.
+/// so that a GPU or another CPU still serves. fp32 and bf16 run anywhere.
 fn runnable_precision(requested: Precision, device: Device, fbgemm: bool) -> Precision {
-    if requested != Precision::Fp32 && (device != Device::Cpu || !fbgemm) {
+    if requested.needs_fbgemm() && (device != Device::Cpu || !fbgemm) {
         Precision::Fp32
     } else {
         requested
@@ -148,7 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reduced_precision_needs_fbgemm_on_the_cpu() {
+    fn fbgemm_precisions_need_fbgemm_on_the_cpu() {
         let cpu = Device::Cpu;
         assert_eq!(
             runnable_precision(Precision::Int8, cpu, true),
@@ -169,6 +170,10 @@ mod tests {
         assert_eq!(
             runnable_precision(Precision::Fp32, cpu, false),
             Precision::Fp32
+        );
+        assert_eq!(
+            runnable_precision(Precision::Bf16, Device::Cuda(0), false),
+            Precision::Bf16
         );
     }
 }

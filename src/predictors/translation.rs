@@ -18,7 +18,7 @@ use crate::configuration::TranslationSettings;
 use crate::engine::tokenizer_pool::{PoolError, TokenizerPool};
 use crate::engine::worker::LoadReport;
 use crate::engine::{Answered, LoadError, PredictError, SubmitError, Task, TaskHandle, Worker};
-use crate::generation::linear::{fbgemm_available, Precision};
+use crate::generation::linear::fbgemm_available;
 use crate::generation::marian::MarianModel;
 use crate::generation::search::SearchOptions;
 use crate::generation::seq2seq::Seq2SeqLm;
@@ -143,7 +143,7 @@ fn load(config: &TranslationModelConfig, max_wait: Duration) -> Result<Decoding,
     super::delay_load_for_fault_injection(config.fault_injection);
     let files = &config.location.resolve(&FILES)?;
     let settings = &config.settings;
-    if settings.precision != Precision::Fp32 && !fbgemm_available() {
+    if settings.precision.needs_fbgemm() && !fbgemm_available() {
         return Err(model_error(
             &files.source,
             format!(
@@ -152,6 +152,7 @@ fn load(config: &TranslationModelConfig, max_wait: Duration) -> Result<Decoding,
             ),
         ));
     }
+    super::warn_if_bf16_is_slow("translation", settings.precision, config.device);
     let model = MarianModel::load(
         files.require("config.json")?,
         files.get("generation_config.json"),

@@ -190,12 +190,12 @@ fn gptj_with_a_vocabulary_larger_than_its_tokenizer_never_picks_the_extra_ids() 
 }
 
 #[test]
-fn gpt_neo_and_gptj_serve_and_stream_at_fp16_and_int8() {
+fn gpt_neo_and_gptj_serve_and_stream_at_reduced_precisions() {
     // Reduced precision may flip the tiny random models' near ties (fixture
     // min_logit_gap), so the check is that each loads, streams, and decodes
     // exactly the tokens asked for; precision-report measures agreement.
     for name in ["gpt_neo", "gptj"] {
-        for precision in [Precision::Fp16, Precision::Int8] {
+        for precision in Precision::REDUCED {
             let app = serve_at(&fixtures::checkpoint(name), precision);
             let case = &cases(name)[1];
             let mut body = request(case);
