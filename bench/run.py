@@ -550,8 +550,8 @@ def roofline(results, limits, inputs, models):
     side's precision over the measured bandwidth; the measured step is the
     playground's p50 at concurrency 1 over its 128 tokens (prefill and HTTP
     included, so a slight overestimate). QA and translation: floating-point
-    work per window / per sentence over the measured fp32 matmul peak (int8
-    sides can exceed it)."""
+    work per window / per sentence over the measured fp32 matmul peak
+    (reduced-precision sides can exceed it)."""
     bandwidth = limits["memory_bandwidth_gb_s"] * 1e9
     flops = limits["matmul_fp32_gflop_s"] * 1e9
     gpt2, bert, marian = (json.loads((models / name / "config.json").read_text())
@@ -763,7 +763,7 @@ def roofline_section(summary):
              f"bandwidth ({summary['limits']['memory_bandwidth_gb_s']} GB/s); measured: playground p50 at c=1 / "
              "128 tokens. QA and translation: GFLOP per window / per sentence over the measured fp32 matmul "
              f"peak ({summary['limits']['matmul_fp32_gflop_s']} GFLOP/s); measured: p50 at c=1. Share = bound / "
-             "measured (1 is the bound; int8 can pass the fp32 compute bound).", "",
+             "measured (1 is the bound; reduced precisions can pass the fp32 compute bound).", "",
              "| task | side | precision | work | bound ms | measured ms | share of bound |",
              "|---|---|---|---|---|---|---|"]
     for row in summary["roofline"]:

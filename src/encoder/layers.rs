@@ -29,8 +29,21 @@ impl LayerNorm {
         })
     }
 
+    /// On the CPU a bf16 input takes the fp32 weights as they are (libtorch
+    /// normalises in fp32 either way); CUDA's kernel wants them in the
+    /// input's kind.
     pub fn forward(&self, input: &Tensor) -> Tensor {
         let width = self.weight.size()[0];
+        let kind = input.kind();
+        if kind != self.weight.kind() && input.device() != tch::Device::Cpu {
+            return input.layer_norm(
+                [width],
+                Some(&self.weight.to_kind(kind)),
+                Some(&self.bias.to_kind(kind)),
+                self.eps,
+                false,
+            );
+        }
         input.layer_norm(
             [width],
             Some(&self.weight),

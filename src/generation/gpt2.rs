@@ -175,7 +175,7 @@ impl Gpt2Decoder {
             .find("lm_head.weight")?
             .unwrap_or_else(|| token_embeddings.shallow_clone());
         Ok(Gpt2Decoder {
-            lm_head: Linear::new(&lm_head, None, precision),
+            lm_head: Linear::new(&lm_head, None, precision.for_logits()),
             token_embeddings,
             position_embeddings: get("transformer.wpe.weight")?,
             blocks,

@@ -203,7 +203,7 @@ impl GptNeoDecoder {
             .find("lm_head.weight")?
             .unwrap_or_else(|| token_embeddings.shallow_clone());
         Ok(GptNeoDecoder {
-            lm_head: Linear::new(&lm_head, None, precision),
+            lm_head: Linear::new(&lm_head, None, precision.for_logits()),
             token_embeddings,
             position_embeddings: checkpoint.get("transformer.wpe.weight")?,
             blocks,

@@ -205,9 +205,9 @@ impl GptjDecoder {
             Some(weight) => Linear::new(
                 &weight,
                 checkpoint.find("lm_head.bias")?.as_ref(),
-                precision,
+                precision.for_logits(),
             ),
-            None => Linear::new(&token_embeddings, None, precision),
+            None => Linear::new(&token_embeddings, None, precision.for_logits()),
         };
         Ok(GptjDecoder {
             lm_head,

@@ -54,6 +54,17 @@ impl Precision {
         matches!(self, Precision::Fp16 | Precision::Int8)
     }
 
+    /// The precision of an output projection onto a vocabulary: bf16 would
+    /// round the logits themselves to 8 significant bits (steps of 0.25 at
+    /// -50), enough to reorder near ties and skew sampling, so a bf16 model
+    /// projects its logits at fp32. fp16 and int8 kernels give fp32 outputs.
+    pub fn for_logits(self) -> Precision {
+        match self {
+            Precision::Bf16 => Precision::Fp32,
+            other => other,
+        }
+    }
+
     /// The kind an encoder carries its activations in between layers.
     pub fn activations(self) -> Kind {
         match self {

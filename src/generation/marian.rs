@@ -409,7 +409,11 @@ impl MarianModel {
             },
             // final_logits_bias is the output projection's bias: added as
             // the product is written, not in a second pass over the logits.
-            lm_head: Linear::new(&lm_head_weight, Some(&final_logits_bias), precision),
+            lm_head: Linear::new(
+                &lm_head_weight,
+                Some(&final_logits_bias),
+                precision.for_logits(),
+            ),
             shared,
             encoder,
             decoder,

@@ -1,4 +1,4 @@
-//! How far fp16 and int8 weights move a Marian model from fp32, for
+//! How far fp16, int8 and bf16 weights move a Marian model from fp32, for
 //! `precision-report translation` and the benchmark report: the share of
 //! sentences whose greedy and beam-4 translations are identical to fp32's,
 //! top-1 agreement along fp32's greedy path, and time per sentence.

@@ -15,7 +15,7 @@ use tch::Device;
 
 use crate::configuration::DeviceSetting;
 use crate::engine::LoadError;
-use crate::generation::linear::{native_bf16, Precision};
+use crate::generation::linear::{fbgemm_available, native_bf16, Precision};
 
 /// With `[runtime] fault_injection`, an input of exactly this (a prompt, a
 /// question, a text to translate) makes its task's worker panic.
@@ -54,8 +54,13 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, LoadError> {
 /// bfloat16 instructions (AMX or AVX-512 BF16) libtorch converts every value.
 pub(crate) fn warn_if_bf16_is_slow(task: &str, precision: Precision, device: Device) {
     if precision == Precision::Bf16 && device == Device::Cpu && !native_bf16() {
+        let hint = if fbgemm_available() {
+            "; int8 is faster here"
+        } else {
+            ""
+        };
         tracing::warn!(
-            "{task} precision bf16 on a CPU without AMX or AVX-512 BF16 runs slower than fp32; int8 is faster here"
+            "{task} precision bf16 on a CPU without AMX or AVX-512 BF16 runs slower than fp32{hint}"
         );
     }
 }

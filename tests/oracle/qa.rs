@@ -76,8 +76,9 @@ fn reduced_precisions_serve_the_checkpoint() {
             continue;
         }
         let app = qa_app("distilbert", precision);
-        // The largest difference from transformers' fp32 scores: a precision
-        // that fell back to fp32 would give them to 1e-6.
+        // The largest relative difference from transformers' fp32 score of
+        // the same top span: fp32 itself gives it to about 1e-6, so a
+        // precision that fell back to fp32 fails here.
         let mut score_drift = 0f64;
         for case in fixtures::model("distilbert")["qa"]
             .as_array()
@@ -108,11 +109,14 @@ fn reduced_precisions_serve_the_checkpoint() {
                     case["question"]
                 );
             }
-            let top = score(&body["answers"][0]);
-            score_drift = score_drift.max((top - score(&theirs[0])).abs() / score(&theirs[0]));
+            if ours[0] == spans(theirs)[0] {
+                let (top, their_top) = (score(&body["answers"][0]), score(&theirs[0]));
+                score_drift = score_drift.max((top - their_top).abs() / their_top);
+            }
         }
+        eprintln!("{precision:?}: relative score drift {score_drift}");
         assert!(
-            score_drift > 1e-5,
+            score_drift > 1e-4,
             "{precision:?} answers with fp32's scores (relative drift {score_drift})"
         );
     }

@@ -1,4 +1,4 @@
-//! How far fp16 and int8 weights move a model from fp32, for the benchmark
+//! How far fp16, int8 and bf16 weights move a model from fp32, for the benchmark
 //! report and for choosing each task's default precision. The model
 //! directory's config.json says which report: GPT-2, GPT-Neo or GPT-J
 //! (`causal`: greedy agreement, logit drift, decoding speed), DistilBERT or

@@ -1,4 +1,4 @@
-//! DistilBERT and BERT question answering: how often fp16 and int8 give fp32's
+//! DistilBERT and BERT question answering: how often fp16, int8 and bf16 give fp32's
 //! answers (the same spans, as the server selects them), how far their
 //! start/end logits move, and how long a forward pass takes.
 //!
