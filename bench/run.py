@@ -255,10 +255,21 @@ def side_precision(name, task=None):
 
 @functools.cache
 def default_precisions():
-    """Each task's precision in config/default.toml, read once."""
+    """Each task's precision in config/default.toml, read once; QA's "auto" as the server
+    resolves it on this CPU (src/qa/precision.rs)."""
     config = tomllib.loads((ROOT / "config" / "default.toml").read_text(encoding="utf-8"))
-    return {task: section.get("precision", "fp32") for task, section in config.items()
-            if isinstance(section, dict)}
+    flags = cpu_flags()
+    auto = "bf16" if "avx512_bf16" in flags else "int8" if "avx2" in flags else "fp32"
+    return {task: auto if section.get("precision") == "auto" else section.get("precision", "fp32")
+            for task, section in config.items() if isinstance(section, dict)}
+
+
+@functools.cache
+def cpu_flags():
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def is_ours(name):
@@ -517,11 +528,7 @@ def machine_description():
             cpu = line.split(":", 1)[1].strip()
             break
     memory = int(re.search(r"MemTotal:\s+(\d+)", pathlib.Path("/proc/meminfo").read_text()).group(1))
-    flags = set()
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    flags = cpu_flags()
     features = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     return {"cpu": cpu, "features": " ".join(features) or "none of note", "cores": os.cpu_count(), "memory_gb": round(memory / 1024 / 1024, 1),
             "kernel": platform.release()}
@@ -630,7 +637,8 @@ def write_report(out, summary):
     lines += ["", "Ratios are nlp-serve / the other side: below 1 is better for p50, above 1 is better for req/s. "
               "\"nlp-serve fp16\", \"nlp-serve int8\" and \"nlp-serve bf16\" are the same server with `[<task>] precision` set, on "
               "the tasks that support it; plain \"nlp-serve\" runs each task at its default precision "
-              "(config/default.toml: fp32, but int8 for QA).", ""]
+              "(config/default.toml: fp32, but for QA \"auto\", which is " + default_precisions().get("qa", "fp32")
+              + " on this CPU).", ""]
     lines += roofline_section(summary) + agreement_section(summary) + change_section(summary)
     lines += precision_section(summary)
     lines += ["",

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::generation::linear::Precision;
 use crate::generation::seq2seq::EarlyStopping;
+use crate::qa::precision::QaPrecision;
 
 /// The defaults, documented in place.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -163,7 +164,7 @@ pub struct CompletionSettings {
 pub struct QaSettings {
     #[serde(flatten)]
     pub model: ModelSettings,
-    pub precision: Precision,
+    pub precision: QaPrecision,
     pub lower_case: bool,
     pub max_seq_length: usize,
     pub doc_stride: usize,

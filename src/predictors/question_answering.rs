@@ -12,7 +12,7 @@ use crate::configuration::QaSettings;
 use crate::encoder::{load_span_encoder, run_windows, SpanEncoder, WindowLogits};
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::engine::{BatchShape, LoadError, LoadReport, PredictError, Predictor, Task, TaskHandle};
-use crate::generation::linear::{fbgemm_available, Precision};
+use crate::generation::linear::{fbgemm_available, native_bf16, Precision};
 use crate::metrics::Metrics;
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
 use crate::qa::windows::{QaTokenizer, Window, WindowLimits, WindowsJob};
@@ -79,14 +79,23 @@ impl Predictor for QaPredictor {
             .as_str()
             .unwrap_or("distilbert")
             .to_string();
-        let precision = runnable_precision(settings.precision, config.device, fbgemm_available());
-        if precision != settings.precision {
+        let requested =
+            settings
+                .precision
+                .resolve(config.device, fbgemm_available(), native_bf16());
+        let precision = runnable_precision(requested, config.device, fbgemm_available());
+        if precision != requested {
             tracing::warn!(
                 "qa precision {} needs libtorch's fbgemm kernels on an x86-64 CPU with AVX2; running fp32 on {:?}",
-                settings.precision.name(),
+                requested.name(),
                 config.device
             );
         }
+        tracing::info!(
+            "qa runs at {} (configured: {})",
+            precision.name(),
+            settings.precision.name()
+        );
         super::warn_if_bf16_is_slow("qa", precision, config.device);
         // An explicit do_lower_case in the model's tokenizer_config.json wins.
         let lower_case = match files.get("tokenizer_config.json") {

@@ -4,6 +4,7 @@
 //! `engine::batching`), and the start/end logits that come back are turned
 //! into answers in the handler (`spans`), as transformers' pipeline does.
 
+pub mod precision;
 pub mod reader;
 pub mod spans;
 pub mod windows;

@@ -13,7 +13,7 @@ use crate::helpers::{spawn_app, tiny_settings, TestApp};
 
 fn qa_app(checkpoint: &str, precision: Precision) -> TestApp {
     let mut settings = tiny_settings();
-    settings.qa.precision = precision;
+    settings.qa.precision = precision.into();
     settings.completion.model.enabled = false;
     settings.translation.model.enabled = false;
     settings.qa.model.source = fixtures::checkpoint(checkpoint);

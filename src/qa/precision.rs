@@ -1,0 +1,83 @@
+//! `[qa] precision`: a weight precision, or "auto" (the default), which
+//! takes the fastest one measured for this CPU (config/default.toml has the
+//! numbers): bf16 where it multiplies bfloat16 natively (AMX or AVX-512
+//! BF16), else int8 where libtorch's fbgemm runs, else fp32; fp32 on a GPU.
+
+use serde::Deserialize;
+use tch::Device;
+
+use crate::generation::linear::Precision;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QaPrecision {
+    Auto,
+    Fp32,
+    Fp16,
+    Int8,
+    Bf16,
+}
+
+impl QaPrecision {
+    pub fn name(self) -> &'static str {
+        match self {
+            QaPrecision::Auto => "auto",
+            fixed => fixed.resolve(Device::Cpu, true, true).name(),
+        }
+    }
+
+    /// The precision to load at, given the device and what this CPU runs.
+    pub fn resolve(self, device: Device, fbgemm: bool, native_bf16: bool) -> Precision {
+        match self {
+            QaPrecision::Auto => match device {
+                Device::Cpu if native_bf16 => Precision::Bf16,
+                Device::Cpu if fbgemm => Precision::Int8,
+                _ => Precision::Fp32,
+            },
+            QaPrecision::Fp32 => Precision::Fp32,
+            QaPrecision::Fp16 => Precision::Fp16,
+            QaPrecision::Int8 => Precision::Int8,
+            QaPrecision::Bf16 => Precision::Bf16,
+        }
+    }
+}
+
+impl From<Precision> for QaPrecision {
+    fn from(precision: Precision) -> QaPrecision {
+        match precision {
+            Precision::Fp32 => QaPrecision::Fp32,
+            Precision::Fp16 => QaPrecision::Fp16,
+            Precision::Int8 => QaPrecision::Int8,
+            Precision::Bf16 => QaPrecision::Bf16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_takes_bf16_then_int8_then_fp32() {
+        let auto = QaPrecision::Auto;
+        assert_eq!(auto.resolve(Device::Cpu, true, true), Precision::Bf16);
+        assert_eq!(auto.resolve(Device::Cpu, true, false), Precision::Int8);
+        assert_eq!(auto.resolve(Device::Cpu, false, false), Precision::Fp32);
+        assert_eq!(auto.resolve(Device::Cuda(0), true, true), Precision::Fp32);
+    }
+
+    #[test]
+    fn a_named_precision_is_kept_whatever_the_cpu() {
+        for precision in [
+            Precision::Fp32,
+            Precision::Fp16,
+            Precision::Int8,
+            Precision::Bf16,
+        ] {
+            let named = QaPrecision::from(precision);
+            assert_eq!(named.resolve(Device::Cpu, false, false), precision);
+            assert_eq!(named.name(), precision.name());
+        }
+        assert_eq!(QaPrecision::Auto.name(), "auto");
+    }
+}
