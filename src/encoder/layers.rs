@@ -34,20 +34,18 @@ impl LayerNorm {
     /// input's kind.
     pub fn forward(&self, input: &Tensor) -> Tensor {
         let width = self.weight.size()[0];
-        let kind = input.kind();
-        if kind != self.weight.kind() && input.device() != tch::Device::Cpu {
-            return input.layer_norm(
-                [width],
-                Some(&self.weight.to_kind(kind)),
-                Some(&self.bias.to_kind(kind)),
-                self.eps,
-                false,
-            );
-        }
+        let on_cpu = input.device() == tch::Device::Cpu;
+        let as_input = |tensor: &Tensor| {
+            if on_cpu {
+                tensor.shallow_clone()
+            } else {
+                tensor.to_kind(input.kind())
+            }
+        };
         input.layer_norm(
             [width],
-            Some(&self.weight),
-            Some(&self.bias),
+            Some(&as_input(&self.weight)),
+            Some(&as_input(&self.bias)),
             self.eps,
             false,
         )

@@ -79,11 +79,11 @@ impl Predictor for QaPredictor {
             .as_str()
             .unwrap_or("distilbert")
             .to_string();
-        let requested =
-            settings
-                .precision
-                .resolve(config.device, fbgemm_available(), native_bf16());
-        let precision = runnable_precision(requested, config.device, fbgemm_available());
+        let fbgemm = fbgemm_available();
+        let requested = settings
+            .precision
+            .resolve(config.device, fbgemm, native_bf16());
+        let precision = runnable_precision(requested, config.device, fbgemm);
         if precision != requested {
             tracing::warn!(
                 "qa precision {} needs libtorch's fbgemm kernels on an x86-64 CPU with AVX2; running fp32 on {:?}",

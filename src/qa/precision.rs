@@ -8,6 +8,9 @@ use tch::Device;
 
 use crate::generation::linear::Precision;
 
+/// The named variants repeat `Precision`'s rather than wrapping it in an
+/// untagged variant: serde's error for a wrong value would then no longer
+/// name the value ("data did not match any variant").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QaPrecision {
@@ -20,24 +23,26 @@ pub enum QaPrecision {
 
 impl QaPrecision {
     pub fn name(self) -> &'static str {
-        match self {
-            QaPrecision::Auto => "auto",
-            fixed => fixed.resolve(Device::Cpu, true, true).name(),
-        }
+        self.named().map_or("auto", Precision::name)
     }
 
     /// The precision to load at, given the device and what this CPU runs.
     pub fn resolve(self, device: Device, fbgemm: bool, native_bf16: bool) -> Precision {
+        self.named().unwrap_or(match device {
+            Device::Cpu if native_bf16 => Precision::Bf16,
+            Device::Cpu if fbgemm => Precision::Int8,
+            _ => Precision::Fp32,
+        })
+    }
+
+    /// The precision named, None for "auto".
+    fn named(self) -> Option<Precision> {
         match self {
-            QaPrecision::Auto => match device {
-                Device::Cpu if native_bf16 => Precision::Bf16,
-                Device::Cpu if fbgemm => Precision::Int8,
-                _ => Precision::Fp32,
-            },
-            QaPrecision::Fp32 => Precision::Fp32,
-            QaPrecision::Fp16 => Precision::Fp16,
-            QaPrecision::Int8 => Precision::Int8,
-            QaPrecision::Bf16 => Precision::Bf16,
+            QaPrecision::Auto => None,
+            QaPrecision::Fp32 => Some(Precision::Fp32),
+            QaPrecision::Fp16 => Some(Precision::Fp16),
+            QaPrecision::Int8 => Some(Precision::Int8),
+            QaPrecision::Bf16 => Some(Precision::Bf16),
         }
     }
 }
