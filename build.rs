@@ -1,8 +1,12 @@
 //! Embeds the libtorch library directory as an rpath so that the binary and
-//! the test executables run without `LD_LIBRARY_PATH`, and exports MKL's
-//! vendor test from the binaries and integration tests that define it
+//! the test executables run without `LD_LIBRARY_PATH`, exports MKL's vendor
+//! test from the binaries and integration tests that define it
 //! (src/mkl.rs), so that libtorch's MKL calls their definition
-//! (`--export-dynamic-symbol` needs GNU ld 2.35 or later).
+//! (`--export-dynamic-symbol` needs GNU ld 2.35 or later), and compiles
+//! src/native/ops.cpp, the libtorch operations tch does not reach, against
+//! the same libtorch's headers.
+use std::path::{Path, PathBuf};
+
 fn main() {
     for targets in ["bins", "tests"] {
         println!(
@@ -10,7 +14,39 @@ fn main() {
         );
     }
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    println!("cargo:rerun-if-changed=src/native/ops.cpp");
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        panic!("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
+    };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    let root = Path::new(&lib)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(&lib));
+    let include = root.join("include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .opt_level(3)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-fno-math-errno")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi(&root)))
+        .file("src/native/ops.cpp")
+        .compile("nlp_native");
+}
+
+/// The C++ ABI libtorch was built with, as its CMake config records it
+/// (`TORCH_CXX_FLAGS`): 0 for the PyPI wheels, 1 for the cxx11 libtorch
+/// archives. Mixing them breaks every symbol that takes a std::string.
+fn cxx11_abi(root: &Path) -> u8 {
+    let config = root.join("share/cmake/Torch/TorchConfig.cmake");
+    println!("cargo:rerun-if-changed={}", config.display());
+    match std::fs::read_to_string(&config) {
+        Ok(text) if text.contains("_GLIBCXX_USE_CXX11_ABI=0") => 0,
+        Ok(_) => 1,
+        Err(error) => panic!("cannot read {}: {error}", config.display()),
     }
 }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod mkl;
 pub mod model_source;
+pub mod native;
 pub mod openmp;
 pub mod predictors;
 pub mod qa;

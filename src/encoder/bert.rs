@@ -9,7 +9,8 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    activation, embed, fused_qkv, linear, project, self_attention, visible_keys, LayerNorm,
+    embed, fused_qkv, linear, project, project_activate, project_add, self_attention, visible_keys,
+    Activation, Kernels, LayerNorm,
 };
 use super::weights::{read_config, Weights};
 use super::{PaddedWindows, SpanEncoder};
@@ -56,7 +57,7 @@ impl Layer {
         weights: &Weights,
         prefix: &str,
         config: &BertConfig,
-        precision: Precision,
+        kernels: Kernels,
     ) -> Result<Layer, String> {
         let eps = config.layer_norm_eps;
         Ok(Layer {
@@ -67,20 +68,20 @@ impl Layer {
                     &format!("{prefix}.attention.self.key"),
                     &format!("{prefix}.attention.self.value"),
                 ],
-                precision,
+                kernels,
             )?,
             attention_output: linear(
                 weights,
                 &format!("{prefix}.attention.output.dense"),
-                precision,
+                kernels,
             )?,
             attention_norm: LayerNorm::load(
                 weights,
                 &format!("{prefix}.attention.output.LayerNorm"),
                 eps,
             )?,
-            intermediate: linear(weights, &format!("{prefix}.intermediate.dense"), precision)?,
-            output: linear(weights, &format!("{prefix}.output.dense"), precision)?,
+            intermediate: linear(weights, &format!("{prefix}.intermediate.dense"), kernels)?,
+            output: linear(weights, &format!("{prefix}.output.dense"), kernels)?,
             output_norm: LayerNorm::load(weights, &format!("{prefix}.output.LayerNorm"), eps)?,
         })
     }
@@ -94,7 +95,7 @@ pub struct BertQa {
     layers: Vec<Layer>,
     /// [2, hidden]: start and end logits; kept at fp32.
     qa_outputs: Linear,
-    activation: fn(&Tensor) -> Tensor,
+    activation: Activation,
     heads: i64,
     pad_id: i64,
     device: Device,
@@ -118,13 +119,14 @@ impl BertQa {
             ));
         }
         let weights = Weights::read(weights_path, device)?;
+        let kernels = Kernels::choose(precision, weights.device());
         let layers = (0..config.num_hidden_layers)
             .map(|index| {
                 Layer::load(
                     &weights,
                     &format!("bert.encoder.layer.{index}"),
                     &config,
-                    precision,
+                    kernels,
                 )
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -138,24 +140,31 @@ impl BertQa {
                 config.layer_norm_eps,
             )?,
             layers,
-            qa_outputs: linear(&weights, "qa_outputs", Precision::Fp32)?,
-            activation: activation(&config.hidden_act)?,
+            qa_outputs: linear(
+                &weights,
+                "qa_outputs",
+                Kernels::choose(Precision::Fp32, device),
+            )?,
+            activation: Activation::named(&config.hidden_act)?,
             heads,
             pad_id: config.pad_token_id,
             device: weights.device(),
-            activations: precision.activations(),
+            activations: kernels.activations(),
         })
     }
 
-    fn layer(&self, layer: &Layer, hidden: &Tensor, visible: &Tensor) -> Tensor {
-        let attended = self_attention(&project(&layer.qkv, hidden), self.heads, visible);
-        let attended = layer
-            .attention_norm
-            .forward(&(project(&layer.attention_output, &attended) + hidden));
-        let inner = (self.activation)(&project(&layer.intermediate, &attended));
+    /// One block over `hidden`, whose storage it may reuse (a fused
+    /// residual sum writes into it).
+    fn layer(&self, layer: &Layer, hidden: Tensor, visible: &Tensor) -> Tensor {
+        let attended = self_attention(&project(&layer.qkv, &hidden), self.heads, visible);
+        let attended =
+            layer
+                .attention_norm
+                .forward(&project_add(&layer.attention_output, &attended, hidden));
+        let inner = project_activate(&layer.intermediate, &attended, self.activation);
         layer
             .output_norm
-            .forward(&(project(&layer.output, &inner) + &attended))
+            .forward(&project_add(&layer.output, &inner, attended))
     }
 }
 
@@ -175,7 +184,7 @@ impl SpanEncoder for BertQa {
             .to_kind(self.activations);
         let visible = visible_keys(&windows.attention_mask);
         for layer in &self.layers {
-            hidden = self.layer(layer, &hidden, &visible);
+            hidden = self.layer(layer, hidden, &visible);
         }
         super::split_span_logits(&self.qa_outputs.forward(&hidden.to_kind(Kind::Float)))
     }

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    activation, embed, fused_qkv, linear, project, self_attention, visible_keys, LayerNorm,
+    embed, fused_qkv, linear, project, project_activate, project_add, self_attention, visible_keys,
+    Activation, Kernels, LayerNorm,
 };
 use super::weights::{read_config, Weights};
 use super::{PaddedWindows, SpanEncoder};
@@ -58,7 +59,7 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(weights: &Weights, prefix: &str, precision: Precision) -> Result<Layer, String> {
+    fn load(weights: &Weights, prefix: &str, kernels: Kernels) -> Result<Layer, String> {
         let attention = format!("{prefix}.attention");
         Ok(Layer {
             qkv: fused_qkv(
@@ -68,16 +69,16 @@ impl Layer {
                     &format!("{attention}.k_lin"),
                     &format!("{attention}.v_lin"),
                 ],
-                precision,
+                kernels,
             )?,
-            out_lin: linear(weights, &format!("{attention}.out_lin"), precision)?,
+            out_lin: linear(weights, &format!("{attention}.out_lin"), kernels)?,
             sa_layer_norm: LayerNorm::load(
                 weights,
                 &format!("{prefix}.sa_layer_norm"),
                 LAYER_NORM_EPS,
             )?,
-            lin1: linear(weights, &format!("{prefix}.ffn.lin1"), precision)?,
-            lin2: linear(weights, &format!("{prefix}.ffn.lin2"), precision)?,
+            lin1: linear(weights, &format!("{prefix}.ffn.lin1"), kernels)?,
+            lin2: linear(weights, &format!("{prefix}.ffn.lin2"), kernels)?,
             output_layer_norm: LayerNorm::load(
                 weights,
                 &format!("{prefix}.output_layer_norm"),
@@ -94,7 +95,7 @@ pub struct DistilBertQa {
     layers: Vec<Layer>,
     /// [2, dim]: start and end logits; kept at fp32 (two rows, no gain).
     qa_outputs: Linear,
-    activation: fn(&Tensor) -> Tensor,
+    activation: Activation,
     heads: i64,
     pad_id: i64,
     device: Device,
@@ -117,12 +118,13 @@ impl DistilBertQa {
             ));
         }
         let weights = Weights::read(weights_path, device)?;
+        let kernels = Kernels::choose(precision, weights.device());
         let layers = (0..config.n_layers)
             .map(|index| {
                 Layer::load(
                     &weights,
                     &format!("distilbert.transformer.layer.{index}"),
-                    precision,
+                    kernels,
                 )
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -135,24 +137,30 @@ impl DistilBertQa {
                 LAYER_NORM_EPS,
             )?,
             layers,
-            qa_outputs: linear(&weights, "qa_outputs", Precision::Fp32)?,
-            activation: activation(&config.activation)?,
+            qa_outputs: linear(
+                &weights,
+                "qa_outputs",
+                Kernels::choose(Precision::Fp32, device),
+            )?,
+            activation: Activation::named(&config.activation)?,
             heads: config.n_heads,
             pad_id: config.pad_token_id,
             device: weights.device(),
-            activations: precision.activations(),
+            activations: kernels.activations(),
         })
     }
 
-    fn layer(&self, layer: &Layer, hidden: &Tensor, visible: &Tensor) -> Tensor {
-        let attended = self_attention(&project(&layer.qkv, hidden), self.heads, visible);
+    /// One block over `hidden`, whose storage it may reuse (a fused
+    /// residual sum writes into it).
+    fn layer(&self, layer: &Layer, hidden: Tensor, visible: &Tensor) -> Tensor {
+        let attended = self_attention(&project(&layer.qkv, &hidden), self.heads, visible);
         let attended = layer
             .sa_layer_norm
-            .forward(&(project(&layer.out_lin, &attended) + hidden));
-        let inner = (self.activation)(&project(&layer.lin1, &attended));
+            .forward(&project_add(&layer.out_lin, &attended, hidden));
+        let inner = project_activate(&layer.lin1, &attended, self.activation);
         layer
             .output_layer_norm
-            .forward(&(project(&layer.lin2, &inner) + &attended))
+            .forward(&project_add(&layer.lin2, &inner, attended))
     }
 }
 
@@ -171,7 +179,7 @@ impl SpanEncoder for DistilBertQa {
             .to_kind(self.activations);
         let visible = visible_keys(&windows.attention_mask);
         for layer in &self.layers {
-            hidden = self.layer(layer, &hidden, &visible);
+            hidden = self.layer(layer, hidden, &visible);
         }
         super::split_span_logits(&self.qa_outputs.forward(&hidden.to_kind(Kind::Float)))
     }

@@ -6,7 +6,8 @@ use tch::Tensor;
 
 use super::shares;
 use super::weights::Weights;
-use crate::generation::linear::{Linear, Precision};
+use crate::generation::linear::{onednn_int8_available, Linear, Precision};
+use crate::native::Post;
 
 pub struct LayerNorm {
     weight: Tensor,
@@ -52,11 +53,48 @@ impl LayerNorm {
     }
 }
 
-/// `{prefix}.weight` and `{prefix}.bias` as a `Linear` at `precision`.
-pub fn linear(weights: &Weights, prefix: &str, precision: Precision) -> Result<Linear, String> {
+/// The kernels an encoder's linear layers run on: its precision, and at
+/// int8 on a CPU with AMX, oneDNN's int8 kernels with bf16 activations
+/// between layers instead of fbgemm's with fp32 ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernels {
+    precision: Precision,
+    onednn_int8: bool,
+}
+
+impl Kernels {
+    pub fn choose(precision: Precision, device: tch::Device) -> Kernels {
+        Kernels {
+            precision,
+            onednn_int8: precision == Precision::Int8
+                && device == tch::Device::Cpu
+                && onednn_int8_available(),
+        }
+    }
+
+    /// The kind hidden states are carried in between layers.
+    pub fn activations(self) -> tch::Kind {
+        if self.onednn_int8 {
+            tch::Kind::BFloat16
+        } else {
+            self.precision.activations()
+        }
+    }
+
+    fn linear(self, weight: &Tensor, bias: &Tensor) -> Result<Linear, String> {
+        if self.onednn_int8 {
+            Linear::int8_onednn(weight, Some(bias))
+        } else {
+            Ok(Linear::new(weight, Some(bias), self.precision))
+        }
+    }
+}
+
+/// `{prefix}.weight` and `{prefix}.bias` as a `Linear` on `kernels`.
+pub fn linear(weights: &Weights, prefix: &str, kernels: Kernels) -> Result<Linear, String> {
     let weight = weights.get(&format!("{prefix}.weight"))?;
     let bias = weights.get(&format!("{prefix}.bias"))?;
-    Ok(Linear::new(&weight, Some(&bias), precision))
+    kernels.linear(&weight, &bias)
 }
 
 /// Query, key and value projections fused into one `Linear` (one read of
@@ -64,7 +102,7 @@ pub fn linear(weights: &Weights, prefix: &str, precision: Precision) -> Result<L
 pub fn fused_qkv(
     weights: &Weights,
     prefixes: [&str; 3],
-    precision: Precision,
+    kernels: Kernels,
 ) -> Result<Linear, String> {
     let mut matrices = Vec::with_capacity(3);
     let mut biases = Vec::with_capacity(3);
@@ -72,7 +110,7 @@ pub fn fused_qkv(
         matrices.push(weights.get(&format!("{prefix}.weight"))?);
         biases.push(weights.get(&format!("{prefix}.bias"))?);
     }
-    Ok(Linear::stacked(&matrices, Some(&biases), precision))
+    kernels.linear(&Tensor::cat(&matrices, 0), &Tensor::cat(&biases, 0))
 }
 
 /// Fewer rows than this run in one call: splitting would not pay for the threads.
@@ -86,7 +124,10 @@ pub fn project(linear: &Linear, input: &Tensor) -> Tensor {
     let size = input.size();
     let width = size.last().copied().unwrap_or(0);
     let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
-    if matches!(linear, Linear::Fp32 { .. } | Linear::Bf16 { .. }) || rows < 2 * MIN_ROWS_PER_THREAD
+    if matches!(
+        linear,
+        Linear::Fp32 { .. } | Linear::Bf16 { .. } | Linear::Int8Onednn(_)
+    ) || rows < 2 * MIN_ROWS_PER_THREAD
     {
         return linear.forward(input);
     }
@@ -111,13 +152,50 @@ pub fn embed(table: &Tensor, ids: &Tensor) -> Tensor {
         .view([size[0], size[1], -1])
 }
 
-/// An activation by its transformers name.
-pub fn activation(name: &str) -> Result<fn(&Tensor) -> Tensor, String> {
-    match name {
-        "gelu" => Ok(|x| x.gelu("none")),
-        "gelu_new" | "gelu_pytorch_tanh" => Ok(|x| x.gelu("tanh")),
-        "relu" => Ok(Tensor::relu),
-        other => Err(format!("unsupported activation {other}")),
+/// A feed-forward activation, by its transformers name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// "gelu": exact, with erf.
+    Gelu,
+    /// "gelu_new", "gelu_pytorch_tanh".
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    pub fn named(name: &str) -> Result<Activation, String> {
+        match name {
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            other => Err(format!("unsupported activation {other}")),
+        }
+    }
+
+    fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Gelu => x.gelu("none"),
+            Activation::GeluTanh => x.gelu("tanh"),
+            Activation::Relu => x.relu(),
+        }
+    }
+}
+
+/// `activation(linear(input))`, the activation fused into the product
+/// where the layer can.
+pub fn project_activate(linear: &Linear, input: &Tensor, activation: Activation) -> Tensor {
+    match (linear, activation) {
+        (Linear::Int8Onednn(_), Activation::Gelu) => linear.forward_fused(input, Post::Gelu, None),
+        _ => activation.apply(&project(linear, input)),
+    }
+}
+
+/// `linear(input) + residual`, the sum fused into the product where the
+/// layer can (writing into `residual`'s storage, which the caller gives up).
+pub fn project_add(linear: &Linear, input: &Tensor, residual: Tensor) -> Tensor {
+    match linear {
+        Linear::Int8Onednn(_) => linear.forward_fused(input, Post::None, Some(residual)),
+        _ => project(linear, input) + residual,
     }
 }
 
