@@ -191,7 +191,8 @@ pub fn project_activate(linear: &Linear, input: &Tensor, activation: Activation)
 }
 
 /// `linear(input) + residual`, the sum fused into the product where the
-/// layer can (writing into `residual`'s storage, which the caller gives up).
+/// layer can (which may write into `residual`'s storage: the caller gives
+/// it up).
 pub fn project_add(linear: &Linear, input: &Tensor, residual: Tensor) -> Tensor {
     match linear {
         Linear::Int8Onednn(_) => linear.forward_fused(input, Post::None, Some(residual)),

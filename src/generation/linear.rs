@@ -201,8 +201,8 @@ impl Linear {
     }
 
     /// This layer on `input`, then `post`, then `+ residual`; fused into
-    /// the product on oneDNN's int8 kernels, where `residual` is added in
-    /// place (its storage is the output: the caller gives it up).
+    /// the product on oneDNN's int8 kernels, which may write the sum into
+    /// `residual`'s storage (the caller gives it up).
     pub fn forward_fused(&self, input: &Tensor, post: Post, residual: Option<Tensor>) -> Tensor {
         if let Linear::Int8Onednn(layer) = self {
             return layer

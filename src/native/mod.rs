@@ -19,10 +19,11 @@ extern "C" {
     fn nlp_last_error() -> *const c_char;
     fn nlp_has_onednn_qlinear() -> c_int;
     fn nlp_qlinear_prepack(weight: tensor) -> tensor;
-    fn nlp_quantize_u8(input: tensor, scale: *mut c_double) -> tensor;
+    fn nlp_quantize_u8(input: tensor, scale: *mut c_double, zero_point: *mut i64) -> tensor;
     fn nlp_qlinear(
         levels: tensor,
         scale: c_double,
+        zero_point: i64,
         packed: tensor,
         weight_scales: tensor,
         weight_zero_points: tensor,
@@ -83,13 +84,26 @@ pub fn qlinear_prepack(weight: &Tensor) -> Result<Tensor, String> {
     returned(unsafe { nlp_qlinear_prepack(weight.as_ptr() as tensor) })
 }
 
-/// uint8 levels of a bf16 or fp32 tensor around the zero point 128, with
-/// its scale (largest magnitude / 127).
-pub fn quantize_u8(input: &Tensor) -> Result<(Tensor, f64), String> {
-    let mut scale = 0.0;
-    // SAFETY: `input` is live; `scale` is written before the call returns.
-    let levels = returned(unsafe { nlp_quantize_u8(input.as_ptr() as tensor, &mut scale) })?;
-    Ok((levels, scale))
+/// A tensor quantised to uint8: `value = scale * (level - zero_point)`.
+pub struct Levels {
+    pub levels: Tensor,
+    pub scale: f64,
+    pub zero_point: i64,
+}
+
+/// uint8 levels of a bf16 or fp32 tensor over its range (taking in 0), in
+/// 255 equal steps.
+pub fn quantize_u8(input: &Tensor) -> Result<Levels, String> {
+    let (mut scale, mut zero_point) = (0.0, 0);
+    // SAFETY: `input` is live; both outputs are written before it returns.
+    let levels = returned(unsafe {
+        nlp_quantize_u8(input.as_ptr() as tensor, &mut scale, &mut zero_point)
+    })?;
+    Ok(Levels {
+        levels,
+        scale,
+        zero_point,
+    })
 }
 
 /// What runs on a product's output before it is written.
@@ -131,13 +145,13 @@ pub struct PackedInt8 {
 }
 
 impl PackedInt8 {
-    /// `levels` quantised activations times the weights, dequantised to
-    /// `out_kind`, with the bias and `post`. With `residual` (the output's
-    /// shape and kind) the product is added to it in place and it is returned.
+    /// Quantised activations times the weights, dequantised to `out_kind`,
+    /// with the bias and `post`. With `residual` ([rows, out] in `out_kind`)
+    /// the product is added to it (libtorch's kernel may write the sum
+    /// into its storage).
     pub fn forward(
         &self,
-        levels: &Tensor,
-        scale: f64,
+        input: &Levels,
         out_kind: Kind,
         post: Post,
         residual: Option<&Tensor>,
@@ -151,8 +165,9 @@ impl PackedInt8 {
         // ops.cpp accepts null; `post` is a NUL-terminated literal.
         returned(unsafe {
             nlp_qlinear(
-                levels.as_ptr() as tensor,
-                scale,
+                input.levels.as_ptr() as tensor,
+                input.scale,
+                input.zero_point,
                 self.packed.as_ptr() as tensor,
                 self.scales.as_ptr() as tensor,
                 self.zero_points.as_ptr() as tensor,
@@ -175,7 +190,7 @@ impl PackedInt8 {
         // The kernel takes [rows, in] and writes [rows, out].
         let mut shape = input.size();
         let width = shape.last().copied().unwrap_or(1);
-        let (levels, scale) = quantize_u8(&input.view([-1, width]))?;
+        let levels = quantize_u8(&input.view([-1, width]))?;
         let kind = match input.kind() {
             Kind::BFloat16 => Kind::BFloat16,
             _ => Kind::Float,
@@ -184,7 +199,7 @@ impl PackedInt8 {
             let out = r.size().last().copied().unwrap_or(1);
             r.to_kind(kind).contiguous().view([-1, out])
         });
-        let output = self.forward(&levels, scale, kind, post, residual.as_ref())?;
+        let output = self.forward(&levels, kind, post, residual.as_ref())?;
         if let Some(last) = shape.last_mut() {
             *last = -1;
         }
@@ -198,5 +213,119 @@ impl PackedInt8 {
             zero_points: self.zero_points.shallow_clone(),
             bias: self.bias.as_ref().map(Tensor::shallow_clone),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generation::linear::Linear;
+    use tch::Device;
+
+    fn levels_of(input: &Tensor) -> (Levels, Tensor) {
+        let quantized = quantize_u8(input).expect("quantises");
+        let levels = quantized.levels.to_kind(Kind::Float);
+        (quantized, levels)
+    }
+
+    /// Both kernels (AVX-512 for bf16 where the CPU has it, the plain loop
+    /// otherwise and for fp32) give round(x / scale) + zero point over the
+    /// range widened to 0, and dequantise to within half a step. (Off by
+    /// one only where x / scale is within a rounding of a half level.)
+    #[test]
+    fn quantisation_spans_the_range_in_255_steps() {
+        tch::manual_seed(5);
+        // Not a multiple of 16 (the vector tail) and more than one grain.
+        let values = Tensor::randn([3, 70_001], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        for input in [values.shallow_clone(), values.to_kind(Kind::BFloat16)] {
+            let exact = input.to_kind(Kind::Float);
+            let (quantized, levels) = levels_of(&input);
+            let (low, high) = (exact.min().double_value(&[]), exact.max().double_value(&[]));
+            let scale = quantized.scale;
+            assert!(((high - low.min(0.0)) / 255.0 - scale).abs() < 1e-6 * scale.max(1.0));
+            let zero_point = quantized.zero_point;
+            assert_eq!(zero_point, (-low / scale).round() as i64);
+            // As the kernels do: times the fp32 inverse of the scale.
+            let inverse = f64::from(1.0 / scale as f32);
+            let reference = (&exact * inverse).round() + zero_point as f64;
+            let reference = reference.clamp(0.0, 255.0);
+            let off = (&levels - &reference).abs();
+            assert!(off.max().double_value(&[]) <= 1.0);
+            let same = off.eq(0.0).to_kind(Kind::Float).mean(Kind::Float);
+            assert!(same.double_value(&[]) > 0.999, "{same:?}");
+            let restored = (levels - zero_point as f64) * scale;
+            let error = (restored - &exact).abs().max().double_value(&[]);
+            assert!(error <= 0.51 * scale, "{error} against a step of {scale}");
+        }
+    }
+
+    /// A GELU's output is nearly all positive: the levels go to it, with
+    /// zero kept at a whole level.
+    #[test]
+    fn a_one_sided_range_gets_every_level() {
+        let input = Tensor::linspace(-0.1, 10.0, 1000, (Kind::Float, Device::Cpu));
+        let (quantized, levels) = levels_of(&input);
+        assert!((quantized.scale - 10.1 / 255.0).abs() < 1e-6);
+        assert_eq!(quantized.zero_point, 3);
+        assert_eq!(levels.min().double_value(&[]), 0.0);
+        assert_eq!(levels.max().double_value(&[]), 255.0);
+        let zeros = Tensor::zeros([4, 8], (Kind::BFloat16, Device::Cpu));
+        let (quantized, levels) = levels_of(&zeros);
+        assert_eq!(quantized.zero_point, 0);
+        assert_eq!(levels.abs().max().double_value(&[]), 0.0);
+    }
+
+    fn layer() -> (Linear, Tensor, Tensor, Tensor) {
+        tch::manual_seed(6);
+        let weight = Tensor::randn([96, 64], (Kind::Float, Device::Cpu)) * 0.1;
+        let bias = Tensor::randn([96], (Kind::Float, Device::Cpu));
+        let input = Tensor::randn([2, 40, 64], (Kind::Float, Device::Cpu));
+        let layer = Linear::int8_onednn(&weight, Some(&bias)).expect("packs");
+        (layer, weight, bias, input)
+    }
+
+    fn relative(a: &Tensor, b: &Tensor) -> f64 {
+        let (a, b) = (a.to_kind(Kind::Float), b.to_kind(Kind::Float));
+        (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
+    }
+
+    /// oneDNN's int8 layer (any x86-64 libtorch registers it; AMX only
+    /// makes it fast) tracks fp32 and gives the kind and shape it is given.
+    #[test]
+    fn onednn_int8_layers_track_fp32() {
+        if !has_onednn_int8_linear() {
+            return;
+        }
+        let (layer, weight, bias, input) = layer();
+        let exact = input.linear(&weight, Some(&bias));
+        let from_fp32 = layer.forward(&input);
+        assert_eq!(from_fp32.size(), [2, 40, 96]);
+        assert_eq!(from_fp32.kind(), Kind::Float);
+        assert!(
+            relative(&from_fp32, &exact) < 2e-2,
+            "{}",
+            relative(&from_fp32, &exact)
+        );
+        let from_bf16 = layer.forward(&input.to_kind(Kind::BFloat16));
+        assert_eq!(from_bf16.kind(), Kind::BFloat16);
+        assert!(relative(&from_bf16, &exact) < 2e-2);
+    }
+
+    /// The fused GELU and residual sum give what the separate operations
+    /// give.
+    #[test]
+    fn fused_post_operations_match_separate_ones() {
+        if !has_onednn_int8_linear() {
+            return;
+        }
+        let (layer, _, _, input) = layer();
+        let plain = layer.forward(&input);
+        let gelu = layer.forward_fused(&input, Post::Gelu, None);
+        assert!(relative(&gelu, &plain.gelu("none")) < 1e-5);
+        let residual = Tensor::randn([2, 40, 96], (Kind::Float, Device::Cpu));
+        let expected = &plain + &residual;
+        let summed = layer.forward_fused(&input, Post::None, Some(residual.shallow_clone()));
+        assert_eq!(summed.size(), [2, 40, 96]);
+        assert!(relative(&summed, &expected) < 1e-5);
     }
 }

@@ -56,60 +56,74 @@ extern "C" tensor nlp_qlinear_prepack(tensor weight) {
   })
 }
 
-// Loops over contiguous values, compiled for AVX-512 where the CPU has it
-// (every CPU with AMX does) and for the baseline otherwise.
+// The range of contiguous values and their uint8 levels, compiled for
+// AVX-512 where the CPU has it (every CPU with AMX does) and for the
+// baseline otherwise.
+struct Range {
+  float low, high;
+};
+
+static inline Range merge(Range a, Range b) {
+  return {std::min(a.low, b.low), std::max(a.high, b.high)};
+}
+
 template <typename T>
-static inline float largest_magnitude(const T *values, int64_t count) {
-  float largest = 0.f;
+static inline Range range_of(const T *values, int64_t count) {
+  Range range{0.f, 0.f};
   for (int64_t i = 0; i < count; ++i) {
-    largest = std::max(largest, std::fabs(static_cast<float>(values[i])));
+    const float value = static_cast<float>(values[i]);
+    range.low = std::min(range.low, value);
+    range.high = std::max(range.high, value);
   }
-  return largest;
+  return range;
 }
 
 template <typename T>
 static inline void to_levels(const T *values, uint8_t *out, int64_t count,
-                             float inverse) {
+                             float inverse, int32_t zero_point) {
   for (int64_t i = 0; i < count; ++i) {
-    float level = std::nearbyint(static_cast<float>(values[i]) * inverse);
-    level = std::min(std::max(level, -127.f), 127.f);
-    out[i] = static_cast<uint8_t>(static_cast<int32_t>(level) + 128);
+    float level = std::nearbyint(static_cast<float>(values[i]) * inverse) +
+                  static_cast<float>(zero_point);
+    level = std::min(std::max(level, 0.f), 255.f);
+    out[i] = static_cast<uint8_t>(level);
   }
 }
 
-// The same two loops with AVX-512 for bf16, 16 values at a time: widen to
-// fp32 (a bf16 is the top half of an fp32), then |x| max, or x * inverse
-// rounded to nearest even (as nearbyint), clamped, shifted and narrowed.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) static float
-largest_bf16_avx512(const c10::BFloat16 *values, int64_t count) {
-  __m512 largest = _mm512_setzero_ps();
-  const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+// 16 bf16 values widened to fp32 (a bf16 is the top half of an fp32).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m512
+load_bf16(const c10::BFloat16 *values) {
+  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(values));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static Range
+range_bf16_avx512(const c10::BFloat16 *values, int64_t count) {
+  __m512 low = _mm512_setzero_ps(), high = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= count; i += 16) {
-    __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(values + i));
-    __m512i wide = _mm512_and_si512(
-        _mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16), magnitude);
-    largest = _mm512_max_ps(largest, _mm512_castsi512_ps(wide));
+    __m512 x = load_bf16(values + i);
+    low = _mm512_min_ps(low, x);
+    high = _mm512_max_ps(high, x);
   }
-  float found = _mm512_reduce_max_ps(largest);
-  return std::max(found, largest_magnitude(values + i, count - i));
+  Range found{_mm512_reduce_min_ps(low), _mm512_reduce_max_ps(high)};
+  return merge(found, range_of(values + i, count - i));
 }
 
+// Rounds to nearest even (the default rounding mode), as nearbyint does.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) static void
 levels_bf16_avx512(const c10::BFloat16 *values, uint8_t *out, int64_t count,
-                   float inverse) {
+                   float inverse, int32_t zero_point) {
   const __m512 scale = _mm512_set1_ps(inverse);
-  const __m512i low = _mm512_set1_epi32(-127), high = _mm512_set1_epi32(127),
-                zero_point = _mm512_set1_epi32(128);
+  const __m512i low = _mm512_setzero_si512(), high = _mm512_set1_epi32(255),
+                shift = _mm512_set1_epi32(zero_point);
   int64_t i = 0;
   for (; i + 16 <= count; i += 16) {
-    __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(values + i));
-    __m512 x = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-    __m512i level = _mm512_cvtps_epi32(_mm512_mul_ps(x, scale));
-    level = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(level, low), high), zero_point);
+    __m512i level = _mm512_add_epi32(
+        _mm512_cvtps_epi32(_mm512_mul_ps(load_bf16(values + i), scale)), shift);
+    level = _mm512_min_epi32(_mm512_max_epi32(level, low), high);
     _mm_storeu_si128(reinterpret_cast<__m128i *>(out + i), _mm512_cvtepi32_epi8(level));
   }
-  to_levels(values + i, out + i, count - i, inverse);
+  to_levels(values + i, out + i, count - i, inverse, zero_point);
 }
 
 static bool has_avx512() {
@@ -119,64 +133,66 @@ static bool has_avx512() {
   return has;
 }
 
-// Symmetric dynamic quantisation of a contiguous bf16 or fp32 tensor to
-// uint8 with zero point 128: scale = largest magnitude / 127. Writes the
-// scale to `scale_out`.
-extern "C" tensor nlp_quantize_u8(tensor input, double *scale_out) {
+// Quantises `values` over their range, widened to take in 0: 255 steps
+// from the lowest to the highest, zero at a whole level.
+template <typename T, typename RangeFn, typename LevelsFn>
+static void quantize(const T *values, uint8_t *levels, int64_t count,
+                     RangeFn range_fn, LevelsFn levels_fn, double *scale_out,
+                     int64_t *zero_point_out) {
+  const int64_t grain = 1 << 16;
+  const Range range = at::parallel_reduce(
+      0, count, grain, Range{0.f, 0.f},
+      [&](int64_t begin, int64_t end, Range partial) {
+        return merge(partial, range_fn(values + begin, end - begin));
+      },
+      merge);
+  const float scale = std::max(range.high - range.low, 1e-12f) / 255.f;
+  const int32_t zero_point = static_cast<int32_t>(
+      std::min(std::max(std::nearbyint(-range.low / scale), 0.f), 255.f));
+  const float inverse = 1.f / scale;
+  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+    levels_fn(values + begin, levels + begin, end - begin, inverse, zero_point);
+  });
+  *scale_out = scale;
+  *zero_point_out = zero_point;
+}
+
+// Dynamic per-tensor quantisation of a bf16 or fp32 tensor to uint8 over
+// its range (asymmetric: a GELU's output, nearly all positive, gets all
+// 256 levels). Writes the scale and the zero point.
+extern "C" tensor nlp_quantize_u8(tensor input, double *scale_out,
+                                  int64_t *zero_point_out) {
   GUARD({
     at::Tensor x = input->contiguous();
-    const int64_t count = x.numel();
-    const int64_t grain = 1 << 16;
-    float largest = 0.f;
+    if (x.scalar_type() != at::kBFloat16) {
+      x = x.to(at::kFloat);
+    }
     at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kByte));
     uint8_t *levels = out.data_ptr<uint8_t>();
-    if (x.scalar_type() == at::kBFloat16) {
-      const auto *values = x.const_data_ptr<c10::BFloat16>();
-      const bool wide = has_avx512();
-      largest = at::parallel_reduce(
-          0, count, grain, 0.f,
-          [&](int64_t begin, int64_t end, float partial) {
-            float found = wide ? largest_bf16_avx512(values + begin, end - begin)
-                               : largest_magnitude(values + begin, end - begin);
-            return std::max(partial, found);
-          },
-          [](float a, float b) { return std::max(a, b); });
-      const float scale = std::max(largest, 1e-12f) / 127.f;
-      const float inverse = 1.f / scale;
-      at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
-        if (wide) {
-          levels_bf16_avx512(values + begin, levels + begin, end - begin, inverse);
-        } else {
-          to_levels(values + begin, levels + begin, end - begin, inverse);
-        }
-      });
-      *scale_out = scale;
+    const int64_t count = x.numel();
+    if (x.scalar_type() == at::kBFloat16 && has_avx512()) {
+      quantize(x.const_data_ptr<c10::BFloat16>(), levels, count,
+               range_bf16_avx512, levels_bf16_avx512, scale_out,
+               zero_point_out);
+    } else if (x.scalar_type() == at::kBFloat16) {
+      quantize(x.const_data_ptr<c10::BFloat16>(), levels, count,
+               range_of<c10::BFloat16>, to_levels<c10::BFloat16>, scale_out,
+               zero_point_out);
     } else {
-      at::Tensor f = x.to(at::kFloat);
-      const float *values = f.const_data_ptr<float>();
-      largest = at::parallel_reduce(
-          0, count, grain, 0.f,
-          [&](int64_t begin, int64_t end, float partial) {
-            return std::max(partial, largest_magnitude(values + begin, end - begin));
-          },
-          [](float a, float b) { return std::max(a, b); });
-      const float scale = std::max(largest, 1e-12f) / 127.f;
-      const float inverse = 1.f / scale;
-      at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
-        to_levels(values + begin, levels + begin, end - begin, inverse);
-      });
-      *scale_out = scale;
+      quantize(x.const_data_ptr<float>(), levels, count, range_of<float>,
+               to_levels<float>, scale_out, zero_point_out);
     }
     return new at::Tensor(out);
   })
 }
 
-// oneDNN's int8 linear layer: uint8 activations (zero point 128, `scale`)
+// oneDNN's int8 linear layer: uint8 activations (`scale`, `zero_point`)
 // times packed int8 weights with per-row `weight_scales`, plus `bias`
 // (may be null), dequantised to `out_kind` (a c10::ScalarType), then `post`
 // ("none" or "gelu", exact), then `residual` added (may be null; same shape
 // and kind as the output).
-extern "C" tensor nlp_qlinear(tensor levels, double scale, tensor packed,
+extern "C" tensor nlp_qlinear(tensor levels, double scale, int64_t zero_point,
+                              tensor packed,
                               tensor weight_scales, tensor weight_zero_points,
                               tensor bias, int out_kind, const char *post,
                               tensor residual) {
@@ -189,7 +205,7 @@ extern "C" tensor nlp_qlinear(tensor levels, double scale, tensor packed,
           "onednn::qlinear_pointwise", "");
       stack.emplace_back(*levels);
       stack.emplace_back(scale);
-      stack.emplace_back(static_cast<int64_t>(128));
+      stack.emplace_back(zero_point);
       stack.emplace_back(*packed);
       stack.emplace_back(*weight_scales);
       stack.emplace_back(*weight_zero_points);
@@ -206,7 +222,7 @@ extern "C" tensor nlp_qlinear(tensor levels, double scale, tensor packed,
           "onednn::qlinear_pointwise", "binary");
       stack.emplace_back(*levels);
       stack.emplace_back(scale);
-      stack.emplace_back(static_cast<int64_t>(128));
+      stack.emplace_back(zero_point);
       stack.emplace_back(*packed);
       stack.emplace_back(*weight_scales);
       stack.emplace_back(*weight_zero_points);

@@ -12,9 +12,10 @@ use crate::configuration::QaSettings;
 use crate::encoder::{load_span_encoder, run_windows, SpanEncoder, WindowLogits};
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::engine::{BatchShape, LoadError, LoadReport, PredictError, Predictor, Task, TaskHandle};
-use crate::generation::linear::{fbgemm_available, native_bf16, Precision};
+use crate::generation::linear::{fbgemm_available, native_bf16, onednn_int8_available, Precision};
 use crate::metrics::Metrics;
 use crate::model_source::{FileWanted, ModelLocation, CONFIG, WEIGHTS};
+use crate::qa::precision::CpuKernels;
 use crate::qa::windows::{QaTokenizer, Window, WindowLimits, WindowsJob};
 use crate::qa::QaHandle;
 
@@ -80,9 +81,15 @@ impl Predictor for QaPredictor {
             .unwrap_or("distilbert")
             .to_string();
         let fbgemm = fbgemm_available();
-        let requested = settings
-            .precision
-            .resolve(config.device, fbgemm, native_bf16());
+        let onednn_int8 = onednn_int8_available();
+        let requested = settings.precision.resolve(
+            config.device,
+            CpuKernels {
+                onednn_int8,
+                native_bf16: native_bf16(),
+                fbgemm,
+            },
+        );
         let precision = runnable_precision(requested, config.device, fbgemm);
         if precision != requested {
             tracing::warn!(
@@ -91,8 +98,14 @@ impl Predictor for QaPredictor {
                 config.device
             );
         }
+        let kernels = match precision {
+            Precision::Int8 if onednn_int8 && config.device == Device::Cpu => {
+                " on oneDNN's AMX kernels"
+            }
+            _ => "",
+        };
         tracing::info!(
-            "qa runs at {} (configured: {})",
+            "qa runs at {}{kernels} (configured: {})",
             precision.name(),
             settings.precision.name()
         );

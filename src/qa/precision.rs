@@ -1,12 +1,24 @@
 //! `[qa] precision`: a weight precision, or "auto" (the default), which
 //! takes the fastest one measured for this CPU (config/default.toml has the
-//! numbers): bf16 where it multiplies bfloat16 natively (AMX or AVX-512
-//! BF16), else int8 where libtorch's fbgemm runs, else fp32; fp32 on a GPU.
+//! numbers): int8 on oneDNN's kernels where the CPU has AMX, else bf16
+//! where it multiplies bfloat16 natively (AVX-512 BF16), else int8 on
+//! fbgemm's kernels where they run, else fp32; fp32 on a GPU.
 
 use serde::Deserialize;
 use tch::Device;
 
 use crate::generation::linear::Precision;
+
+/// What this CPU runs fast, as "auto" weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuKernels {
+    /// oneDNN's int8 kernels on AMX (`onednn_int8_available`).
+    pub onednn_int8: bool,
+    /// bfloat16 products in hardware (`native_bf16`).
+    pub native_bf16: bool,
+    /// fbgemm's fp16 and int8 kernels (`fbgemm_available`).
+    pub fbgemm: bool,
+}
 
 /// The named variants repeat `Precision`'s rather than wrapping it in an
 /// untagged variant: serde's error for a wrong value would then no longer
@@ -27,10 +39,11 @@ impl QaPrecision {
     }
 
     /// The precision to load at, given the device and what this CPU runs.
-    pub fn resolve(self, device: Device, fbgemm: bool, native_bf16: bool) -> Precision {
+    pub fn resolve(self, device: Device, cpu: CpuKernels) -> Precision {
         self.named().unwrap_or(match device {
-            Device::Cpu if native_bf16 => Precision::Bf16,
-            Device::Cpu if fbgemm => Precision::Int8,
+            Device::Cpu if cpu.onednn_int8 => Precision::Int8,
+            Device::Cpu if cpu.native_bf16 => Precision::Bf16,
+            Device::Cpu if cpu.fbgemm => Precision::Int8,
             _ => Precision::Fp32,
         })
     }
@@ -62,13 +75,37 @@ impl From<Precision> for QaPrecision {
 mod tests {
     use super::*;
 
+    fn cpu(onednn_int8: bool, native_bf16: bool, fbgemm: bool) -> CpuKernels {
+        CpuKernels {
+            onednn_int8,
+            native_bf16,
+            fbgemm,
+        }
+    }
+
     #[test]
-    fn auto_takes_bf16_then_int8_then_fp32() {
+    fn auto_takes_amx_int8_then_bf16_then_int8_then_fp32() {
         let auto = QaPrecision::Auto;
-        assert_eq!(auto.resolve(Device::Cpu, true, true), Precision::Bf16);
-        assert_eq!(auto.resolve(Device::Cpu, true, false), Precision::Int8);
-        assert_eq!(auto.resolve(Device::Cpu, false, false), Precision::Fp32);
-        assert_eq!(auto.resolve(Device::Cuda(0), true, true), Precision::Fp32);
+        assert_eq!(
+            auto.resolve(Device::Cpu, cpu(true, true, true)),
+            Precision::Int8
+        );
+        assert_eq!(
+            auto.resolve(Device::Cpu, cpu(false, true, true)),
+            Precision::Bf16
+        );
+        assert_eq!(
+            auto.resolve(Device::Cpu, cpu(false, false, true)),
+            Precision::Int8
+        );
+        assert_eq!(
+            auto.resolve(Device::Cpu, cpu(false, false, false)),
+            Precision::Fp32
+        );
+        assert_eq!(
+            auto.resolve(Device::Cuda(0), cpu(true, true, true)),
+            Precision::Fp32
+        );
     }
 
     #[test]
@@ -80,7 +117,11 @@ mod tests {
             Precision::Bf16,
         ] {
             let named = QaPrecision::from(precision);
-            assert_eq!(named.resolve(Device::Cpu, false, false), precision);
+            assert_eq!(
+                named.resolve(Device::Cpu, cpu(false, false, false)),
+                precision
+            );
+            assert_eq!(named.resolve(Device::Cpu, cpu(true, true, true)), precision);
             assert_eq!(named.name(), precision.name());
         }
         assert_eq!(QaPrecision::Auto.name(), "auto");
