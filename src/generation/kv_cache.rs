@@ -225,14 +225,26 @@ impl KvCache {
         // allocate and clear; the columns past the new length are written
         // before they are read).
         let used = self.len - first_used;
-        let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>())
-            .to_device(self.device);
         let count = rows.len() as i64;
+        // Rows that keep their own contents stay where they are when no
+        // column is dropped: a beam that extends itself is not copied.
+        let (targets, sources): (Vec<i64>, Vec<i64>) = rows
+            .iter()
+            .enumerate()
+            .filter(|&(target, &source)| first_used > 0 || target != source)
+            .map(|(target, &source)| (target as i64, source as i64))
+            .unzip();
+        let to_device = |values: &[i64]| Tensor::from_slice(values).to_device(self.device);
+        let (targets, sources) = (to_device(&targets), to_device(&sources));
         for (keys, values) in self.layers.iter_mut() {
             for tensor in [keys, values] {
-                let selected = tensor.narrow(2, first_used, used).index_select(0, &index);
+                // Gathered before anything is written: a row may be read
+                // for one target and overwritten as another.
+                let selected = tensor.narrow(2, first_used, used).index_select(0, &sources);
                 *tensor = tensor.narrow(0, 0, count);
-                tensor.narrow(2, 0, used).copy_(&selected);
+                let _ = tensor
+                    .narrow(2, 0, used)
+                    .index_copy_(0, &targets, &selected);
             }
         }
         self.starts = rows

@@ -324,7 +324,15 @@ fn beam_step<K>(
     let vocab = scores.size()[1] as usize;
     // One copy of the log-probabilities; each beam's running score is added
     // while scanning (as transformers' `log_probs + beam_scores`).
-    let log_probs = Vec::<f32>::try_from(scores.flatten(0, -1)).unwrap_or_default();
+    let copied;
+    let log_probs = match cpu_f32_values(&scores) {
+        Some(values) => values,
+        None => {
+            copied = Vec::<f32>::try_from(scores.flatten(0, -1)).unwrap_or_default();
+            copied.as_slice()
+        }
+    };
+
     let span = width * vocab;
     let mut next_rows: Vec<usize> = Vec::new();
     let mut done = Vec::with_capacity(sources.len());
@@ -418,24 +426,73 @@ fn top_k(values: &[f32], width: usize, offsets: &[f32], k: usize) -> Vec<(f32, u
     if k == 0 {
         return best;
     }
+    let width = width.max(1);
     let mut threshold = f32::NEG_INFINITY;
-    for (row, (chunk, &offset)) in values.chunks(width.max(1)).zip(offsets).enumerate() {
-        for (column, &value) in chunk.iter().enumerate() {
-            let total = value + offset;
-            // -inf (a banned token) never enters, as in transformers only
-            // when nothing else is left; there always is.
-            if total <= threshold && best.len() == k {
+    for (row, (values, &offset)) in values.chunks(width).zip(offsets).enumerate() {
+        for (block, chunk) in values.chunks(BLOCK).enumerate() {
+            // Most blocks hold nothing above the threshold once `best` is
+            // full: their maximum (a vectorised pass) says so.
+            if best.len() == k && block_max(chunk) + offset <= threshold {
                 continue;
             }
-            let at = best.partition_point(|&(kept, _)| kept >= total);
-            best.insert(at, (total, row * width + column));
-            best.truncate(k);
-            if best.len() == k {
-                threshold = best[k - 1].0;
+            for (place, &value) in chunk.iter().enumerate() {
+                let total = value + offset;
+                // -inf (a banned token) never enters, as in transformers only
+                // when nothing else is left; there always is.
+                if total <= threshold && best.len() == k {
+                    continue;
+                }
+                let at = best.partition_point(|&(kept, _)| kept >= total);
+                best.insert(at, (total, row * width + block * BLOCK + place));
+                best.truncate(k);
+                if best.len() == k {
+                    threshold = best[k - 1].0;
+                }
             }
         }
     }
     best
+}
+
+/// The values of a contiguous fp32 tensor on the CPU, read in place (the
+/// log-probabilities of a 64-row step are 15 MB: copying them out took
+/// as long as scanning them). None for any other tensor.
+fn cpu_f32_values(tensor: &Tensor) -> Option<&[f32]> {
+    let readable = tensor.device() == tch::Device::Cpu
+        && tensor.kind() == Kind::Float
+        && tensor.is_contiguous();
+    if !readable {
+        return None;
+    }
+    let count = usize::try_from(tensor.numel()).ok()?;
+    if count == 0 {
+        return Some(&[]);
+    }
+    // SAFETY: the tensor is a contiguous fp32 CPU tensor of `count` values
+    // starting at `data_ptr`; the slice borrows `tensor`, so the storage
+    // outlives it, and nothing writes to it while it is borrowed (the
+    // caller's scores are not modified after this point).
+    Some(unsafe { std::slice::from_raw_parts(tensor.data_ptr() as *const f32, count) })
+}
+
+/// Values `top_k` skips at once when none passes its threshold.
+const BLOCK: usize = 64;
+
+/// The largest of `values` (NaN-free log-probabilities), in lanes the
+/// compiler vectorises.
+fn block_max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane = if value > *lane { value } else { *lane };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    lanes.iter().fold(tail, |a, &b| if b > a { b } else { a })
 }
 
 #[cfg(test)]
@@ -454,5 +511,34 @@ mod tests {
         assert_eq!(top_k(&values, 4, &offsets, 10).len(), values.len());
         assert!(top_k(&values, 4, &offsets, 0).is_empty());
         assert_eq!(top_k(&[1.0, 1.0], 2, &[0.0], 1), [(1.0, 0)]);
+    }
+
+    /// Over rows of many blocks, with ties and banned tokens, the block
+    /// skipping gives what sorting every value gives.
+    #[test]
+    fn top_k_over_blocks_is_a_full_sort() {
+        let width = 1000;
+        let rows = 4;
+        // Coarse values (many ties), a few banned, the best late in a row.
+        let values: Vec<f32> = (0..rows * width)
+            .map(|i| match i % 97 {
+                0 => f32::NEG_INFINITY,
+                _ => ((i * 7919) % 61) as f32 * 0.25 - 10.0 + (i % width) as f32 * 1e-3,
+            })
+            .collect();
+        let offsets = [0.0, -0.5, 0.75, -3.0];
+        let mut sorted: Vec<(f32, usize)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v + offsets[i / width], i))
+            .collect();
+        sorted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for k in [1, 8, 100] {
+            assert_eq!(
+                top_k(&values, width, &offsets, k),
+                sorted[..k].to_vec(),
+                "k {k}"
+            );
+        }
     }
 }

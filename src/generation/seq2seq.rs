@@ -286,6 +286,27 @@ mod tests {
         assert_eq!(visible, [0.0, 0.0, f32::NEG_INFINITY, 0.0]);
     }
 
+    /// Beams that extend themselves stay in place; the others are copied
+    /// from rows read before any is overwritten (row 1 takes row 0's
+    /// contents while row 0 keeps them; rows 4 and 5 swap).
+    #[test]
+    fn select_moves_only_the_rows_that_change() {
+        let mut running = state(&[2, 5, 3], 2, 0);
+        write_row_ids(&mut running, 10.0);
+        write_row_ids(&mut running, 20.0);
+        running.select(&[0, 1, 2], &[0, 0, 2, 3, 5, 4]);
+        let (keys, values) = running.cache.layer_with_new_column(0);
+        for (column, offset) in [(0, 10.0), (1, 20.0)] {
+            let rows = Vec::<f32>::try_from(keys.select(2, column).flatten(0, -1)).expect("f32");
+            let expected: Vec<f32> = [0, 0, 2, 3, 5, 4]
+                .iter()
+                .map(|&row| row as f32 + offset as f32)
+                .collect();
+            assert_eq!(rows, expected);
+            assert!(values.select(2, column).equal(&keys.select(2, column)));
+        }
+    }
+
     #[test]
     fn select_reorders_beams_and_drops_groups_and_unused_source_columns() {
         let mut running = state(&[2, 5, 3], 2, 0);
