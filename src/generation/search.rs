@@ -464,7 +464,7 @@ fn cpu_f32_values(tensor: &Tensor) -> Option<&[f32]> {
     if !readable {
         return None;
     }
-    let count = usize::try_from(tensor.numel()).ok()?;
+    let count = tensor.numel();
     if count == 0 {
         return Some(&[]);
     }
