@@ -36,7 +36,8 @@ const WEIGHT_LEVELS: f64 = 63.0;
 const ONEDNN_WEIGHT_LEVELS: f64 = 127.0;
 
 /// Layers with at least this many outputs (a projection onto a
-/// vocabulary) get a oneDNN copy on AMX CPUs. At 64 rows oneDNN's int8
+/// vocabulary) run on all threads even in a single-threaded step, and get
+/// a oneDNN copy on AMX CPUs. At 64 rows oneDNN's int8
 /// product over opus-mt's 58,101 words takes 1.4 ms against fbgemm's 3.4
 /// (GPT-2's 50,257: 1.6 against 4.3); on 512- to 2,048-wide layers fbgemm
 /// was faster at every row count up to 128.
@@ -142,6 +143,10 @@ pub enum Linear {
         /// weights packed for oneDNN, which runs it for `WIDE_ROWS` rows or
         /// more (see `WIDE_OUTPUTS`).
         wide: Option<Box<Linear>>,
+        /// A projection onto a vocabulary (`WIDE_OUTPUTS`): it runs on all
+        /// of a model thread's threads even in a single-threaded step
+        /// (`openmp::on_all_step_threads`).
+        vocabulary: bool,
     },
     Bf16 {
         weight: Tensor,
@@ -206,6 +211,7 @@ impl Linear {
             row_scales,
             scaled_bias,
             wide,
+            vocabulary: rows >= WIDE_OUTPUTS,
         }
     }
 
@@ -273,6 +279,7 @@ impl Linear {
                 row_scales,
                 scaled_bias,
                 wide,
+                vocabulary,
             } => Linear::Int8 {
                 shape: clone(shape),
                 packed: clone(packed),
@@ -280,6 +287,7 @@ impl Linear {
                 row_scales: clone(row_scales),
                 scaled_bias: clone(scaled_bias),
                 wide: wide.as_ref().map(|wide| Box::new(wide.shallow_clone())),
+                vocabulary: *vocabulary,
             },
             Linear::Bf16 { weight, bias } => Linear::Bf16 {
                 weight: clone(weight),
@@ -304,16 +312,24 @@ impl Linear {
                 col_offsets,
                 row_scales,
                 scaled_bias,
+                vocabulary,
                 ..
             } => {
-                let mut output = input.fbgemm_linear_int8_weight_fp32_activation(
-                    shape,
-                    packed,
-                    col_offsets,
-                    tch::Scalar::float(1.0),
-                    tch::Scalar::int(0),
-                    scaled_bias,
-                );
+                let product = || {
+                    input.fbgemm_linear_int8_weight_fp32_activation(
+                        shape,
+                        packed,
+                        col_offsets,
+                        tch::Scalar::float(1.0),
+                        tch::Scalar::int(0),
+                        scaled_bias,
+                    )
+                };
+                let mut output = if *vocabulary {
+                    crate::openmp::on_all_step_threads(product)
+                } else {
+                    product()
+                };
                 let _ = output.g_mul_(row_scales);
                 output
             }
