@@ -94,8 +94,13 @@ fn default_true() -> bool {
 
 /// transformers' `ACT2FN` names, as far as GPT-2 checkpoints use them.
 pub(crate) fn activation(name: &str) -> Result<fn(&Tensor) -> Tensor, String> {
+    if matches!(name, "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast") {
+        // GELU's tanh approximation in one pass over the tensor; rust-bert's
+        // `gelu_new` composes it from nine operations, each a pass with an
+        // output of its own.
+        return Ok(|x: &Tensor| x.gelu("tanh"));
+    }
     let activation = match name {
-        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::gelu_new,
         "gelu" => Activation::gelu,
         "relu" => Activation::relu,
         "silu" | "swish" => Activation::swish,

@@ -32,7 +32,8 @@ use crate::native::{self, PackedInt8, Post};
 /// magnitude; 7-bit weights (as PyTorch's `reduce_range`) never saturate.
 const WEIGHT_LEVELS: f64 = 63.0;
 
-/// oneDNN's int8 product on AMX accumulates in 32 bits: full 8-bit weights.
+/// oneDNN's int8 product on AMX or VNNI accumulates in 32 bits: full 8-bit
+/// weights (elsewhere `WEIGHT_LEVELS`, see `native::int8_sums_in_32_bits`).
 const ONEDNN_WEIGHT_LEVELS: f64 = 127.0;
 
 /// Layers with at least this many outputs (a projection onto a
@@ -218,8 +219,12 @@ impl Linear {
     /// `weight` ([out, in], fp32) at int8 for oneDNN's kernels; see
     /// `onednn_int8_available` for where they run. The bias stays fp32.
     pub fn int8_onednn(weight: &Tensor, bias: Option<&Tensor>) -> Result<Linear, String> {
-        let (quantized, row_scales) =
-            quantize_rows(&weight.detach().to_kind(Kind::Float), ONEDNN_WEIGHT_LEVELS);
+        let levels = if native::int8_sums_in_32_bits() {
+            ONEDNN_WEIGHT_LEVELS
+        } else {
+            WEIGHT_LEVELS
+        };
+        let (quantized, row_scales) = quantize_rows(&weight.detach().to_kind(Kind::Float), levels);
         let rows = quantized.size()[0];
         Ok(Linear::Int8Onednn(PackedInt8 {
             packed: native::qlinear_prepack(&quantized)?,
