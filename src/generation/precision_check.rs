@@ -88,7 +88,7 @@ pub fn translation_report(
         "precision": "fp32", "sentences": sources.len(),
         "greedy_ms_per_sentence": greedy_ms, "beam4_ms_per_sentence": beam_ms,
     })];
-    for precision in Precision::REDUCED {
+    for precision in Precision::reduced_here() {
         let model = load(precision)?;
         let (greedy, greedy_ms) = run(&model, 1);
         let (beam, beam_ms) = run(&model, 4);

@@ -93,7 +93,7 @@ pub fn report(
     let mut report = vec![json!({
         "precision": "fp32", "decode_step_ms_p50": median(&mut fp32_steps),
     })];
-    for precision in Precision::REDUCED {
+    for precision in Precision::reduced_here() {
         let decoder = load(precision)?;
         let (mut identical, mut agreeing_prefix, mut top1_same, mut positions) = (0, 0, 0, 0);
         let mut worst_relative = 0f64;

@@ -12,7 +12,8 @@
 //! COUNT is the number of prompts (GPT-2, default 24), of paragraphs
 //! questions are asked about (QA, default 12) or of sentences (Marian,
 //! default 16); TOKENS the tokens decoded per prompt or sentence (GPT-2,
-//! default 32; Marian, default 40). Prints a JSON list, one entry per precision.
+//! default 32; Marian, default 40). Prints a JSON list, one entry per precision
+//! (bf16 only on CPUs that multiply bfloat16 natively).
 
 mod causal;
 mod qa;

@@ -108,7 +108,7 @@ pub fn report(
         "paragraph_forward_ms_p50": median(&mut reference.paragraph_ms),
         "document_forward_ms_p50": median(&mut reference.document_ms),
     })];
-    for precision in Precision::REDUCED {
+    for precision in Precision::reduced_here() {
         let mut ours = run(precision)?;
         let same_top =
             |a: &[AnswerSpan], b: &[AnswerSpan]| a.first().map(span) == b.first().map(span);
