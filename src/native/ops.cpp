@@ -200,46 +200,35 @@ extern "C" tensor nlp_qlinear(tensor levels, double scale, int64_t zero_point,
     const auto kind = static_cast<c10::ScalarType>(out_kind);
     const std::string post_op(post);
     torch::jit::Stack stack;
-    if (residual == nullptr) {
-      static auto op = c10::Dispatcher::singleton().findSchemaOrThrow(
-          "onednn::qlinear_pointwise", "");
-      stack.emplace_back(*levels);
-      stack.emplace_back(scale);
-      stack.emplace_back(zero_point);
-      stack.emplace_back(*packed);
-      stack.emplace_back(*weight_scales);
-      stack.emplace_back(*weight_zero_points);
-      stack.emplace_back(bias ? c10::IValue(*bias) : c10::IValue());
-      stack.emplace_back(1.0);
-      stack.emplace_back(static_cast<int64_t>(0));
-      stack.emplace_back(kind);
-      stack.emplace_back(post_op);
-      stack.emplace_back(c10::List<std::optional<at::Scalar>>());
-      stack.emplace_back(std::string(post_op == "gelu" ? "none" : ""));
-      op.callBoxed(&stack);
-    } else {
-      static auto op = c10::Dispatcher::singleton().findSchemaOrThrow(
-          "onednn::qlinear_pointwise", "binary");
-      stack.emplace_back(*levels);
-      stack.emplace_back(scale);
-      stack.emplace_back(zero_point);
-      stack.emplace_back(*packed);
-      stack.emplace_back(*weight_scales);
-      stack.emplace_back(*weight_zero_points);
-      stack.emplace_back(bias ? c10::IValue(*bias) : c10::IValue());
-      stack.emplace_back(1.0);
-      stack.emplace_back(static_cast<int64_t>(0));
-      stack.emplace_back(kind);
+    // Both schemas open with the same arguments: the quantised input, the
+    // packed weights, the bias and the output's scale, zero point and kind.
+    stack.emplace_back(*levels);
+    stack.emplace_back(scale);
+    stack.emplace_back(zero_point);
+    stack.emplace_back(*packed);
+    stack.emplace_back(*weight_scales);
+    stack.emplace_back(*weight_zero_points);
+    stack.emplace_back(bias ? c10::IValue(*bias) : c10::IValue());
+    stack.emplace_back(1.0);
+    stack.emplace_back(static_cast<int64_t>(0));
+    stack.emplace_back(kind);
+    if (residual != nullptr) {
+      // "binary": the other operand with its scale and zero point, the
+      // operation and its alpha.
       stack.emplace_back(*residual);
       stack.emplace_back(1.0);
       stack.emplace_back(static_cast<int64_t>(0));
       stack.emplace_back(std::string("add"));
       stack.emplace_back(1.0);
-      stack.emplace_back(post_op);
-      stack.emplace_back(c10::List<std::optional<at::Scalar>>());
-      stack.emplace_back(std::string(post_op == "gelu" ? "none" : ""));
-      op.callBoxed(&stack);
     }
+    stack.emplace_back(post_op);
+    stack.emplace_back(c10::List<std::optional<at::Scalar>>());
+    stack.emplace_back(std::string(post_op == "gelu" ? "none" : ""));
+    static auto plain = c10::Dispatcher::singleton().findSchemaOrThrow(
+        "onednn::qlinear_pointwise", "");
+    static auto binary = c10::Dispatcher::singleton().findSchemaOrThrow(
+        "onednn::qlinear_pointwise", "binary");
+    (residual == nullptr ? plain : binary).callBoxed(&stack);
     return new at::Tensor(stack.back().toTensor());
   })
 }
