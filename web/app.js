@@ -385,12 +385,14 @@ $("qa-add-store").addEventListener("click", async () => {
     const response = await postJson("/documents", { title, text: $("qa-add-text").value });
     if (!response.ok) { showError("qa-error", await errorMessage(response)); return; }
     const stored = await response.json();
-    $("qa-add-status").textContent = `Stored “${stored.title}”: ${stored.chars} characters, ${stored.passages} passage(s).`;
     $("qa-own").checked = false;
     $("qa-context").hidden = true;
     $("qa-context-label").hidden = true;
     $("qa-source").disabled = false;
+    // The list is rebuilt with the new document selected before the status
+    // says so: a pick made after "Stored" appears is not overridden.
     await refreshDocuments(stored.id);
+    $("qa-add-status").textContent = `Stored “${stored.title}”: ${stored.chars} characters, ${stored.passages} passage(s).`;
   } catch (error) {
     showError("qa-error", networkMessage(error));
   } finally {
