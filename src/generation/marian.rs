@@ -118,12 +118,21 @@ impl Heads {
     }
 
     /// Scaled dot-product attention of `query` (already split) over `keys`
-    /// and `values`, heads merged again: [rows, length, d_model].
+    /// and `values`, heads merged again: [rows, length, d_model]. libtorch's
+    /// fused kernel: one operation instead of five, and no [rows, heads,
+    /// length, keys] scores written and read back. On a 2-vCPU EPYC, in
+    /// alternating runs, an opus-mt step at 4 rows (one sentence, 4 beams)
+    /// went from 8.5-8.8 to 5.7-8.7 ms, at 64 rows from 53-60 to 48-55 ms.
     fn attend(&self, query: &Tensor, keys: &Tensor, values: &Tensor, bias: &Tensor) -> Tensor {
-        let scaling = (self.head_dim as f64).powf(-0.5);
-        let mut scores = query.matmul(&keys.transpose(-1, -2)) * scaling;
-        scores += bias;
-        let context = scores.softmax(-1, Kind::Float).matmul(values);
+        let context = Tensor::scaled_dot_product_attention(
+            query,
+            keys,
+            values,
+            Some(bias),
+            0.0,
+            false,
+            Some((self.head_dim as f64).powf(-0.5)),
+        );
         let size = context.size();
         context
             .transpose(1, 2)
