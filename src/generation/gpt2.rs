@@ -18,7 +18,7 @@ use tch::{Device, Tensor};
 use super::checkpoint::Checkpoint;
 
 use super::kv_cache::{KvCache, Prefilled};
-use super::layers::{merge_heads, split_heads, DecoderShape, LayerNorm, LeftPadded};
+use super::layers::{attend, split_heads, DecoderShape, LayerNorm, LeftPadded};
 use super::linear::{Linear, Precision};
 
 struct Block {
@@ -238,16 +238,8 @@ impl Gpt2Decoder {
         values: &Tensor,
         bias: &Tensor,
     ) -> Tensor {
-        let attended = Tensor::scaled_dot_product_attention(
-            query,
-            keys,
-            values,
-            Some(bias),
-            0.0,
-            false,
-            Some(block.scale),
-        );
-        let hidden = hidden + block.attention_out.forward(&merge_heads(&attended));
+        let attended = attend(query, keys, values, bias, block.scale);
+        let hidden = hidden + block.attention_out.forward(&attended);
         let inner = block.mlp_in.forward(&block.ln_2.forward(&hidden));
         &hidden + block.mlp_out.forward(&(self.activation)(&inner))
     }

@@ -17,9 +17,7 @@ use tch::{Device, Tensor};
 use super::checkpoint::Checkpoint;
 use super::gpt2::activation;
 use super::kv_cache::{KvCache, Prefilled};
-use super::layers::{
-    fused_qkv, merge_heads, split_qkv, windowed, DecoderShape, LayerNorm, LeftPadded,
-};
+use super::layers::{attend, fused_qkv, split_qkv, windowed, DecoderShape, LayerNorm, LeftPadded};
 use super::linear::{Linear, Precision};
 
 /// Which positions a layer's attention sees.
@@ -258,16 +256,8 @@ impl GptNeoDecoder {
         values: &Tensor,
         bias: &Tensor,
     ) -> Tensor {
-        let attended = Tensor::scaled_dot_product_attention(
-            query,
-            keys,
-            values,
-            Some(bias),
-            0.0,
-            false,
-            Some(1.0),
-        );
-        let hidden = hidden + block.attention_out.forward(&merge_heads(&attended));
+        let attended = attend(query, keys, values, bias, 1.0);
+        let hidden = hidden + block.attention_out.forward(&attended);
         let inner = block.mlp_in.forward(&block.ln_2.forward(&hidden));
         &hidden + block.mlp_out.forward(&(self.activation)(&inner))
     }

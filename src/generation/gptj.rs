@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 use super::checkpoint::Checkpoint;
 use super::gpt2::activation;
 use super::kv_cache::{KvCache, Prefilled};
-use super::layers::{fused_qkv, merge_heads, split_qkv, DecoderShape, LayerNorm, LeftPadded};
+use super::layers::{attend, fused_qkv, split_qkv, DecoderShape, LayerNorm, LeftPadded};
 use super::linear::{Linear, Precision};
 
 struct Block {
@@ -277,16 +277,8 @@ impl GptjDecoder {
         values: &Tensor,
         bias: &Tensor,
     ) -> Tensor {
-        let attended = Tensor::scaled_dot_product_attention(
-            query,
-            keys,
-            values,
-            Some(bias),
-            0.0,
-            false,
-            Some(self.scale),
-        );
-        let attention = block.attention_out.forward(&merge_heads(&attended));
+        let attended = attend(query, keys, values, bias, self.scale);
+        let attention = block.attention_out.forward(&attended);
         let feed_forward = block
             .mlp_out
             .forward(&(self.activation)(&block.mlp_in.forward(normed)));

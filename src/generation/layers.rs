@@ -162,6 +162,28 @@ pub(crate) fn merge_heads(x: &Tensor) -> Tensor {
         .view([size[0], size[2], size[1] * size[3]])
 }
 
+/// Attention of `query` over `keys` and `values` ([batch, heads, tokens,
+/// head_dim] each), scores scaled by `scale` and shifted by the additive
+/// `bias`, on libtorch's fused kernel (no [batch, heads, tokens, keys]
+/// scores written and read back); heads merged again.
+pub(crate) fn attend(
+    query: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    bias: &Tensor,
+    scale: f64,
+) -> Tensor {
+    merge_heads(&Tensor::scaled_dot_product_attention(
+        query,
+        keys,
+        values,
+        Some(bias),
+        0.0,
+        false,
+        Some(scale),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::Checkpoint;
 use super::kv_cache::KvCache;
-use super::layers::split_heads;
+use super::layers::{attend, split_heads};
 use super::linear::{Linear, Precision};
 use super::seq2seq::{DecoderState, EarlyStopping, GenerationDefaults, Seq2SeqLm};
 
@@ -118,26 +118,13 @@ impl Heads {
     }
 
     /// Scaled dot-product attention of `query` (already split) over `keys`
-    /// and `values`, heads merged again: [rows, length, d_model]. libtorch's
-    /// fused kernel: one operation instead of five, and no [rows, heads,
-    /// length, keys] scores written and read back. On a 2-vCPU EPYC, in
-    /// alternating runs, an opus-mt step at 4 rows (one sentence, 4 beams)
-    /// went from 8.5-8.8 to 5.7-8.7 ms, at 64 rows from 53-60 to 48-55 ms.
+    /// and `values`, heads merged again: [rows, length, d_model]. On the
+    /// fused kernel (`layers::attend`) instead of five operations: on a
+    /// 2-vCPU EPYC, in alternating runs, an opus-mt step at 4 rows (one
+    /// sentence, 4 beams) went from 8.5-8.8 to 5.7-8.7 ms, at 64 rows from
+    /// 53-60 to 48-55 ms.
     fn attend(&self, query: &Tensor, keys: &Tensor, values: &Tensor, bias: &Tensor) -> Tensor {
-        let context = Tensor::scaled_dot_product_attention(
-            query,
-            keys,
-            values,
-            Some(bias),
-            0.0,
-            false,
-            Some((self.head_dim as f64).powf(-0.5)),
-        );
-        let size = context.size();
-        context
-            .transpose(1, 2)
-            .contiguous()
-            .view([size[0], size[2], self.heads * self.head_dim])
+        attend(query, keys, values, bias, (self.head_dim as f64).powf(-0.5))
     }
 }
 
