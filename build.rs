@@ -4,7 +4,8 @@
 //! (src/mkl.rs), so that libtorch's MKL calls their definition
 //! (`--export-dynamic-symbol` needs GNU ld 2.35 or later), and compiles
 //! src/native/ops.cpp, the libtorch operations tch does not reach, against
-//! the same libtorch's headers.
+//! the same libtorch's headers, with src/native/int8.cpp (an int8 linear
+//! layer for AVX2).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -15,6 +16,7 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=src/native/ops.cpp");
+    println!("cargo:rerun-if-changed=src/native/int8.cpp");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
     };
@@ -33,9 +35,30 @@ fn main() {
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag("-fno-math-errno")
+        .flag("-fopenmp")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi(&root)))
         .file("src/native/ops.cpp")
+        .file("src/native/int8.cpp")
         .compile("nlp_native");
+    link_openmp(Path::new(&lib));
+}
+
+/// libtorch's own OpenMP runtime, for the parallel loops of the C++ above:
+/// compiled with `-fopenmp`, `at::parallel_for` runs on the same thread
+/// pool as libtorch's operations (without it, it runs on the calling thread
+/// only). The wheels ship it under a hashed name (`libgomp-<hash>.so.1`);
+/// elsewhere libtorch uses the system's.
+fn link_openmp(lib: &Path) {
+    let shipped = std::fs::read_dir(lib).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .find(|name| name.starts_with("libgomp") && name.contains(".so"))
+    });
+    match shipped {
+        Some(name) => println!("cargo:rustc-link-lib=dylib:+verbatim={name}"),
+        None => println!("cargo:rustc-link-lib=dylib=gomp"),
+    }
 }
 
 /// The C++ ABI libtorch was built with, as its CMake config records it

@@ -111,6 +111,13 @@ thread_local! {
     static MOST_THREADS: Cell<i32> = const { Cell::new(0) };
 }
 
+/// The threads an operation of a model thread may use, its own included,
+/// whatever the step's count (`StepThreads`); 1 on other threads (QA's
+/// shares, tests).
+pub fn model_threads() -> i32 {
+    MOST_THREADS.get().max(1)
+}
+
 /// Runs `operation` on all of a model thread's threads even within a
 /// single-threaded step. For the few large operations of a small step: an
 /// int8 projection onto a vocabulary over one row reads 26-39 MB of

@@ -10,10 +10,12 @@
 
 use std::ffi::{c_char, c_double, c_int, CStr};
 
+pub mod int8;
+
 use tch::{Kind, Tensor};
 
 #[allow(non_camel_case_types)]
-type tensor = *mut torch_sys::C_tensor;
+pub(crate) type tensor = *mut torch_sys::C_tensor;
 
 extern "C" {
     fn nlp_last_error() -> *const c_char;
@@ -35,7 +37,7 @@ extern "C" {
 }
 
 /// The tensor a C++ call returned, or its exception's message.
-fn returned(pointer: tensor) -> Result<Tensor, String> {
+pub(crate) fn returned(pointer: tensor) -> Result<Tensor, String> {
     if pointer.is_null() {
         // SAFETY: ops.cpp sets the thread's message before returning null;
         // the pointer stays valid until the next failing call on this thread.

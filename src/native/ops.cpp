@@ -20,6 +20,8 @@ static thread_local std::string last_error;
 
 extern "C" const char *nlp_last_error() { return last_error.c_str(); }
 
+extern "C" void nlp_set_last_error(const char *message) { last_error = message; }
+
 #define GUARD(body)                                                            \
   try {                                                                        \
     body                                                                       \

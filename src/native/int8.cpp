@@ -1,0 +1,558 @@
+// An int8 linear layer for AVX2 whose cost is reading its weights: fp32
+// activations quantised per row to uint8, multiplied by int8 weights packed
+// in blocks of 16 output rows with 4 inputs interleaved, accumulated in
+// 32 bits and written as fp32 with the row scales, zero points and bias
+// applied in the same pass. One call, no packing of the activations, no
+// second pass over the output: on a decoding step's few rows libtorch's
+// fbgemm path spends more on those than on the product.
+//
+// Weights must hold at most 7 bits of magnitude (|w| <= 64): vpmaddubsw
+// adds each pair of uint8 x int8 products in 16 bits, and 255 * 64 * 2
+// still fits.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <immintrin.h>
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+typedef at::Tensor *tensor;
+
+extern "C" void nlp_set_last_error(const char *message);
+
+namespace {
+
+// Output rows per packed block (two AVX2 registers of int32 sums) and
+// inputs interleaved per row (one vpmaddubsw quad).
+constexpr int64_t BLOCK = 16;
+constexpr int64_t QUAD = 4;
+
+struct RowLevels {
+  float scale;
+  int32_t zero_point;
+};
+
+// Levels of one row over its range widened to take in 0: 255 equal steps,
+// zero at a whole level, rounded to nearest even.
+RowLevels levels_plain(const float *x, int64_t count, uint8_t *out) {
+  float low = 0.f, high = 0.f;
+  for (int64_t i = 0; i < count; ++i) {
+    low = std::min(low, x[i]);
+    high = std::max(high, x[i]);
+  }
+  const float scale = std::max(high - low, 1e-12f) / 255.f;
+  const int32_t zero_point = static_cast<int32_t>(
+      std::min(std::max(std::nearbyint(-low / scale), 0.f), 255.f));
+  const float inverse = 1.f / scale;
+  for (int64_t i = 0; i < count; ++i) {
+    float level = std::nearbyint(x[i] * inverse) + static_cast<float>(zero_point);
+    out[i] = static_cast<uint8_t>(std::min(std::max(level, 0.f), 255.f));
+  }
+  return {scale, zero_point};
+}
+
+__attribute__((target("avx2,fma"))) float reduce_min(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+__attribute__((target("avx2,fma"))) float reduce_max(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+__attribute__((target("avx2,fma"))) inline __m256i level_avx2(const float *x, __m256 times,
+                                                              __m256i shift) {
+  return _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), times)), shift);
+}
+
+// The same levels as `levels_plain`, 32 values at a time.
+__attribute__((target("avx2,fma"))) RowLevels
+levels_avx2(const float *x, int64_t count, uint8_t *out) {
+  __m256 low = _mm256_setzero_ps(), high = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    low = _mm256_min_ps(low, v);
+    high = _mm256_max_ps(high, v);
+  }
+  float lo = reduce_min(low), hi = reduce_max(high);
+  for (; i < count; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  const float scale = std::max(hi - lo, 1e-12f) / 255.f;
+  const int32_t zero_point = static_cast<int32_t>(
+      std::min(std::max(std::nearbyint(-lo / scale), 0.f), 255.f));
+  const float inverse = 1.f / scale;
+  const __m256 times = _mm256_set1_ps(inverse);
+  const __m256i shift = _mm256_set1_epi32(zero_point);
+  // packs interleave the two 128-bit lanes; this puts the bytes back.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  i = 0;
+  for (; i + 32 <= count; i += 32) {
+    // Saturating packs clamp to 0..255 on the way.
+    const __m256i words01 = _mm256_packs_epi32(level_avx2(x + i, times, shift), level_avx2(x + i + 8, times, shift));
+    const __m256i words23 = _mm256_packs_epi32(level_avx2(x + i + 16, times, shift), level_avx2(x + i + 24, times, shift));
+    const __m256i bytes = _mm256_packus_epi16(words01, words23);
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + i),
+                        _mm256_permutevar8x32_epi32(bytes, order));
+  }
+  for (; i < count; ++i) {
+    float value = std::nearbyint(x[i] * inverse) + static_cast<float>(zero_point);
+    out[i] = static_cast<uint8_t>(std::min(std::max(value, 0.f), 255.f));
+  }
+  return {scale, zero_point};
+}
+
+bool has_avx2() {
+  static const bool has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
+struct Problem {
+  const uint8_t *levels;  // [rows, quads * 4]
+  const RowLevels *row_levels;
+  const int8_t *packed;   // [blocks, quads, 16, 4]
+  const int32_t *sums;    // [blocks * 16] weight row sums
+  const float *scales;    // [blocks * 16]
+  const float *bias;      // [blocks * 16]
+  float *out;             // [rows, outputs]
+  int64_t rows, quads, outputs;
+};
+
+// One output: the int32 sum corrected for the zero point, scaled, biased.
+inline float finish(const Problem &p, int64_t row, int64_t column, int32_t sum) {
+  const RowLevels levels = p.row_levels[row];
+  const int32_t exact = sum - levels.zero_point * p.sums[column];
+  return static_cast<float>(exact) * (levels.scale * p.scales[column]) +
+         p.bias[column];
+}
+
+// The plain loop for CPUs without AVX2 (and the reference in tests).
+void blocks_plain(const Problem &p, int64_t first, int64_t last) {
+  const int64_t width = p.quads * QUAD;
+  for (int64_t block = first; block < last; ++block) {
+    const int8_t *weights = p.packed + block * p.quads * BLOCK * QUAD;
+    for (int64_t row = 0; row < p.rows; ++row) {
+      const uint8_t *x = p.levels + row * width;
+      for (int64_t lane = 0; lane < BLOCK; ++lane) {
+        const int64_t column = block * BLOCK + lane;
+        if (column >= p.outputs) {
+          break;
+        }
+        int32_t sum = 0;
+        for (int64_t quad = 0; quad < p.quads; ++quad) {
+          for (int64_t i = 0; i < QUAD; ++i) {
+            sum += static_cast<int32_t>(x[quad * QUAD + i]) *
+                   weights[(quad * BLOCK + lane) * QUAD + i];
+          }
+        }
+        p.out[row * p.outputs + column] = finish(p, row, column, sum);
+      }
+    }
+  }
+}
+
+// ROWS x 16 outputs (two registers of 8), accumulated over every input
+// quad: each 64-byte load of weights serves ROWS rows.
+template <int ROWS>
+__attribute__((target("avx2,fma"))) inline void
+tile_avx2(const Problem &p, int64_t row, int64_t block) {
+  constexpr int HALVES = BLOCK / 8;
+  const int64_t width = p.quads * QUAD;
+  const int8_t *weights = p.packed + block * p.quads * BLOCK * QUAD;
+  const uint8_t *x = p.levels + row * width;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[ROWS][HALVES];
+  for (int r = 0; r < ROWS; ++r) {
+    for (int h = 0; h < HALVES; ++h) {
+      acc[r][h] = _mm256_setzero_si256();
+    }
+  }
+  for (int64_t quad = 0; quad < p.quads; ++quad) {
+    __m256i w[HALVES];
+    for (int h = 0; h < HALVES; ++h) {
+      w[h] = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(weights + (quad * BLOCK + h * 8) * QUAD));
+    }
+    for (int r = 0; r < ROWS; ++r) {
+      int32_t four;
+      std::memcpy(&four, x + r * width + quad * QUAD, sizeof four);
+      const __m256i xs = _mm256_set1_epi32(four);
+      for (int h = 0; h < HALVES; ++h) {
+        acc[r][h] = _mm256_add_epi32(
+            acc[r][h], _mm256_madd_epi16(_mm256_maddubs_epi16(xs, w[h]), ones));
+      }
+    }
+  }
+  for (int h = 0; h < HALVES; ++h) {
+    const int64_t column = block * BLOCK + h * 8;
+    const int64_t valid = std::min<int64_t>(8, p.outputs - column);
+    if (valid <= 0) {
+      break;
+    }
+    const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p.sums + column));
+    const __m256 scales = _mm256_loadu_ps(p.scales + column);
+    const __m256 bias = _mm256_loadu_ps(p.bias + column);
+    for (int r = 0; r < ROWS; ++r) {
+      const RowLevels levels = p.row_levels[row + r];
+      const __m256i exact = _mm256_sub_epi32(
+          acc[r][h], _mm256_mullo_epi32(sums, _mm256_set1_epi32(levels.zero_point)));
+      const __m256 value = _mm256_fmadd_ps(
+          _mm256_cvtepi32_ps(exact),
+          _mm256_mul_ps(scales, _mm256_set1_ps(levels.scale)), bias);
+      float *target = p.out + (row + r) * p.outputs + column;
+      if (valid == 8) {
+        _mm256_storeu_ps(target, value);
+      } else {
+        alignas(32) float staged[8];
+        _mm256_store_ps(staged, value);
+        std::memcpy(target, staged, valid * sizeof(float));
+      }
+    }
+  }
+}
+
+// Blocks [first, last), every row of each block while its weights are in
+// cache, four rows at a time.
+__attribute__((target("avx2,fma"))) void blocks_avx2(const Problem &p, int64_t first,
+                                                     int64_t last) {
+  for (int64_t block = first; block < last; ++block) {
+    int64_t row = 0;
+    for (; row + 4 <= p.rows; row += 4) {
+      tile_avx2<4>(p, row, block);
+    }
+    switch (p.rows - row) {
+    case 3:
+      tile_avx2<3>(p, row, block);
+      break;
+    case 2:
+      tile_avx2<2>(p, row, block);
+      break;
+    case 1:
+      tile_avx2<1>(p, row, block);
+      break;
+    default:
+      break;
+    }
+  }
+}
+
+// ROWS x (16 * BLOCKS) outputs, one AVX-512 register of sums per row and
+// block, each input quad one vpdpbusd per register (the four products added
+// in 32 bits): per quad, BLOCKS loads of weights and ROWS broadcasts of
+// activations feed ROWS * BLOCKS products.
+template <int ROWS, int BLOCKS>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) inline void
+tile_vnni(const Problem &p, int64_t row, int64_t block) {
+  const int64_t width = p.quads * QUAD;
+  const int64_t stride = p.quads * BLOCK * QUAD;
+  const int8_t *weights = p.packed + block * stride;
+  const uint8_t *x = p.levels + row * width;
+  __m512i acc[ROWS][BLOCKS];
+  for (int r = 0; r < ROWS; ++r) {
+    for (int b = 0; b < BLOCKS; ++b) {
+      acc[r][b] = _mm512_setzero_si512();
+    }
+  }
+  for (int64_t quad = 0; quad < p.quads; ++quad) {
+    __m512i w[BLOCKS];
+    for (int b = 0; b < BLOCKS; ++b) {
+      w[b] = _mm512_loadu_si512(weights + b * stride + quad * BLOCK * QUAD);
+    }
+    for (int r = 0; r < ROWS; ++r) {
+      int32_t four;
+      std::memcpy(&four, x + r * width + quad * QUAD, sizeof four);
+      const __m512i xs = _mm512_set1_epi32(four);
+      for (int b = 0; b < BLOCKS; ++b) {
+        acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], xs, w[b]);
+      }
+    }
+  }
+  for (int b = 0; b < BLOCKS; ++b) {
+    const int64_t column = (block + b) * BLOCK;
+    const int64_t valid = std::min<int64_t>(BLOCK, p.outputs - column);
+    if (valid <= 0) {
+      break;
+    }
+    const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
+    const __m512i sums = _mm512_loadu_si512(p.sums + column);
+    const __m512 scales = _mm512_loadu_ps(p.scales + column);
+    const __m512 bias = _mm512_loadu_ps(p.bias + column);
+    for (int r = 0; r < ROWS; ++r) {
+      const RowLevels levels = p.row_levels[row + r];
+      const __m512i exact = _mm512_sub_epi32(
+          acc[r][b], _mm512_mullo_epi32(sums, _mm512_set1_epi32(levels.zero_point)));
+      const __m512 value = _mm512_fmadd_ps(
+          _mm512_cvtepi32_ps(exact), _mm512_mul_ps(scales, _mm512_set1_ps(levels.scale)), bias);
+      _mm512_mask_storeu_ps(p.out + (row + r) * p.outputs + column, mask, value);
+    }
+  }
+}
+
+// Every row of BLOCKS blocks, four rows at a time.
+template <int BLOCKS>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void
+rows_vnni(const Problem &p, int64_t block) {
+  int64_t row = 0;
+  for (; row + 4 <= p.rows; row += 4) {
+    tile_vnni<4, BLOCKS>(p, row, block);
+  }
+  switch (p.rows - row) {
+  case 3:
+    tile_vnni<3, BLOCKS>(p, row, block);
+    break;
+  case 2:
+    tile_vnni<2, BLOCKS>(p, row, block);
+    break;
+  case 1:
+    tile_vnni<1, BLOCKS>(p, row, block);
+    break;
+  default:
+    break;
+  }
+}
+
+// Blocks [first, last), four at a time while the weights of those four
+// serve every row from cache.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void
+blocks_vnni(const Problem &p, int64_t first, int64_t last) {
+  int64_t block = first;
+  for (; block + 4 <= last; block += 4) {
+    rows_vnni<4>(p, block);
+  }
+  for (; block < last; ++block) {
+    rows_vnni<1>(p, block);
+  }
+}
+
+bool has_vnni() {
+  static const bool has = __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vnni");
+  return has;
+}
+
+
+// How long a helper keeps polling for the next product before it sleeps:
+// longer than the gaps between a decoding step's linear layers (attention,
+// norms: tens of microseconds), so that within a step it never sleeps, and
+// short enough that between steps, or beside another model's thread, it
+// gives its core back at once. It yields the core while it polls.
+constexpr auto POLL_BEFORE_SLEEP = std::chrono::microseconds(150);
+
+// Helper threads of one model thread for these products. libgomp's threads
+// (`OMP_WAIT_POLICY=PASSIVE`, see src/openmp.rs) sleep after each parallel
+// region and take tens of microseconds to wake, once per layer; a decoding
+// step's product over one row reads a few megabytes, which two cores stream
+// twice as fast as one, so the wake-ups ate the gain. These helpers poll
+// between products instead. A product is split in chunks that the caller
+// and its helpers take in turn, so a helper late to wake costs nothing: the
+// caller takes its chunks.
+class Crew {
+public:
+  explicit Crew(int helpers) {
+    for (int i = 0; i < helpers; ++i) {
+      threads_.emplace_back([this] { serve(); });
+    }
+  }
+
+  ~Crew() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_.store(true);
+    }
+    wake_.notify_all();
+    for (std::thread &thread : threads_) {
+      thread.join();
+    }
+  }
+
+  int size() const { return static_cast<int>(threads_.size()) + 1; }
+
+  // `task(chunk)` for every chunk in [0, chunks), on this thread and the
+  // helpers; returns when all have run and no helper holds the task.
+  void run(int64_t chunks, const std::function<void(int64_t)> &task) {
+    const Job job{&task, chunks};
+    next_.store(0);
+    job_.store(&job);
+    closed_.store(false);
+    sequence_.fetch_add(1);
+    if (sleepers_.load() > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_all();
+    }
+    work(job);
+    // A helper that counted itself in before this saw the job open and
+    // holds it until it leaves; one that counts itself in after sees it
+    // closed and does not touch it.
+    closed_.store(true);
+    while (active_.load() != 0) {
+      _mm_pause();
+    }
+  }
+
+private:
+  struct Job {
+    const std::function<void(int64_t)> *task;
+    int64_t chunks;
+  };
+
+  void work(const Job &job) {
+    for (int64_t chunk = next_.fetch_add(1); chunk < job.chunks; chunk = next_.fetch_add(1)) {
+      (*job.task)(chunk);
+    }
+  }
+
+  void serve() {
+    uint64_t seen = 0;
+    for (;;) {
+      uint64_t sequence = sequence_.load();
+      auto since = std::chrono::steady_clock::now();
+      for (int polls = 1; sequence == seen; ++polls) {
+        if (stop_.load()) {
+          return;
+        }
+        _mm_pause();
+        if (polls % 64 == 0) {
+          sched_yield();
+          if (std::chrono::steady_clock::now() - since > POLL_BEFORE_SLEEP) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            sleepers_.fetch_add(1);
+            wake_.wait(lock, [&] { return sequence_.load() != seen || stop_.load(); });
+            sleepers_.fetch_sub(1);
+            since = std::chrono::steady_clock::now();
+          }
+        }
+        sequence = sequence_.load();
+      }
+      seen = sequence;
+      active_.fetch_add(1);
+      if (!closed_.load()) {
+        work(*job_.load());
+      }
+      active_.fetch_sub(1);
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::atomic<uint64_t> sequence_{0};
+  std::atomic<const Job *> job_{nullptr};
+  std::atomic<int64_t> next_{0};
+  std::atomic<bool> closed_{true};
+  std::atomic<int> active_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+};
+
+// The calling thread's crew of `threads - 1` helpers (made on first use).
+Crew &crew_of(int threads) {
+  static thread_local std::unique_ptr<Crew> crew;
+  if (!crew || crew->size() != threads) {
+    crew.reset();
+    crew = std::make_unique<Crew>(threads - 1);
+  }
+  return *crew;
+}
+
+}  // namespace
+
+// `input` [..., in] (fp32 or any kind it converts from) times the packed
+// weights `packed` ([blocks, quads, 16, 4] int8, see the Rust side), with the
+// weight rows' sums, scales and bias ([blocks * 16] each), giving
+// [..., outputs] fp32; `in` must be `inputs`. `kernel` 0 picks the fastest
+// this CPU runs (AVX-512 VNNI, else AVX2, else plain loops); 1 forces AVX2,
+// 2 the plain loops (tests compare them). The product runs on `threads`
+// threads: the caller and a crew of helpers of its own.
+extern "C" tensor nlp_int8_linear(tensor input, tensor packed, tensor sums,
+                                  tensor scales, tensor bias, int64_t inputs,
+                                  int64_t outputs, int64_t threads, int kernel) {
+  try {
+    const at::Tensor x = input->to(at::kFloat).contiguous();
+    const int64_t in = x.size(-1);
+    const int64_t blocks = packed->size(0), quads = packed->size(1);
+    TORCH_CHECK(in == inputs, "int8 layer takes ", inputs, " inputs, given ", in);
+    TORCH_CHECK(quads * QUAD >= in && quads * QUAD < in + QUAD, "int8 layer packed wrongly");
+    TORCH_CHECK(blocks * BLOCK >= outputs, "int8 layer has too few blocks");
+    const int64_t rows = in == 0 ? 0 : x.numel() / in;
+    const bool vector = kernel != 2 && has_avx2();
+    const bool vnni = kernel == 0 && has_vnni();
+    const int64_t width = quads * QUAD;
+    // Padding inputs meet zero weights: their levels do not matter.
+    std::vector<uint8_t> levels(rows * width, 0);
+    std::vector<RowLevels> row_levels(rows);
+    const float *values = x.const_data_ptr<float>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(in, 1)),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t r = begin; r < end; ++r) {
+                         row_levels[r] = vector ? levels_avx2(values + r * in, in,
+                                                              levels.data() + r * width)
+                                                : levels_plain(values + r * in, in,
+                                                               levels.data() + r * width);
+                       }
+                     });
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = outputs;
+    at::Tensor out = at::empty(shape, x.options());
+    const Problem problem{levels.data(),
+                          row_levels.data(),
+                          packed->const_data_ptr<int8_t>(),
+                          sums->const_data_ptr<int32_t>(),
+                          scales->const_data_ptr<float>(),
+                          bias->const_data_ptr<float>(),
+                          out.data_ptr<float>(),
+                          rows,
+                          quads,
+                          outputs};
+    const auto blocks_in = [&](int64_t first, int64_t last) {
+      if (vnni) {
+        blocks_vnni(problem, first, last);
+      } else if (vector) {
+        blocks_avx2(problem, first, last);
+      } else {
+        blocks_plain(problem, first, last);
+      }
+    };
+    // Chunks of whole groups of four blocks (the VNNI loop's), about four
+    // per thread.
+    const int64_t per_chunk =
+        std::max<int64_t>(4, (blocks / (4 * std::max<int64_t>(threads, 1)) + 3) / 4 * 4);
+    const int64_t chunks = (blocks + per_chunk - 1) / per_chunk;
+    if (threads <= 1 || chunks < 2) {
+      blocks_in(0, blocks);
+    } else {
+      crew_of(static_cast<int>(std::min<int64_t>(threads, 64)))
+          .run(chunks, [&](int64_t chunk) {
+            blocks_in(chunk * per_chunk, std::min(blocks, (chunk + 1) * per_chunk));
+          });
+    }
+    return new at::Tensor(out);
+  } catch (const std::exception &error) {
+    nlp_set_last_error(error.what());
+  } catch (...) {
+    nlp_set_last_error("unknown C++ exception");
+  }
+  return nullptr;
+}
