@@ -4,8 +4,8 @@
 //! (src/mkl.rs), so that libtorch's MKL calls their definition
 //! (`--export-dynamic-symbol` needs GNU ld 2.35 or later), and compiles
 //! src/native/ops.cpp, the libtorch operations tch does not reach, against
-//! the same libtorch's headers, with src/native/int8.cpp (an int8 linear
-//! layer for AVX2).
+//! the same libtorch's headers, with src/native/int8.cpp and fp32.cpp (int8
+//! and few-row fp32 linear layers, on helper threads of crew.h).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -17,6 +17,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=src/native/ops.cpp");
     println!("cargo:rerun-if-changed=src/native/int8.cpp");
+    println!("cargo:rerun-if-changed=src/native/fp32.cpp");
+    println!("cargo:rerun-if-changed=src/native/crew.h");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
     };
@@ -39,6 +41,7 @@ fn main() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi(&root)))
         .file("src/native/ops.cpp")
         .file("src/native/int8.cpp")
+        .file("src/native/fp32.cpp")
         .compile("nlp_native");
     link_openmp(Path::new(&lib));
 }

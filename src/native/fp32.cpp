@@ -1,0 +1,227 @@
+// An fp32 linear layer for a decoding step's few rows, whose cost is
+// reading the weights once: on one row libtorch's product (MKL's sgemv or
+// sgemm) streams the weights on the calling thread, or on libgomp threads
+// that sleep between layers and wake once per product. This one splits the
+// outputs between the model thread and its crew (crew.h), which poll
+// between layers, so both cores stream the weights.
+//
+// The weights are read where they were loaded, in either layout: [out, in]
+// rows (a PyTorch Linear: each output a dot product of a weight row and an
+// input row) or the transpose of [in, out] (GPT-2's Conv1D: each input
+// adds a multiple of a weight row to the outputs).
+#include <ATen/ATen.h>
+
+#include "crew.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+typedef at::Tensor *tensor;
+
+extern "C" void nlp_set_last_error(const char *message);
+
+namespace {
+
+// Outputs per tile of the [out, in] layout.
+constexpr int64_t DOT_OUTPUTS = 4;
+
+struct Layer {
+  const float *x;       // [rows, in]
+  const float *weight;  // [out, in] (dot) or [in, out] (axpy)
+  const float *bias;    // [out] or null
+  float *y;             // [rows, out]
+  int64_t rows, in, out;
+};
+
+__attribute__((target("avx2,fma"))) inline float sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// ROWS rows x 4 outputs [o, o + 4) of the [out, in] layout.
+template <int ROWS>
+__attribute__((target("avx2,fma"))) void dot_tile(const Layer &l, int64_t row, int64_t o) {
+  __m256 acc[ROWS][DOT_OUTPUTS];
+  for (int r = 0; r < ROWS; ++r) {
+    for (int k = 0; k < DOT_OUTPUTS; ++k) {
+      acc[r][k] = _mm256_setzero_ps();
+    }
+  }
+  const float *w = l.weight + o * l.in;
+  const float *x = l.x + row * l.in;
+  int64_t i = 0;
+  for (; i + 8 <= l.in; i += 8) {
+    __m256 ws[DOT_OUTPUTS];
+    for (int k = 0; k < DOT_OUTPUTS; ++k) {
+      ws[k] = _mm256_loadu_ps(w + k * l.in + i);
+    }
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 xs = _mm256_loadu_ps(x + r * l.in + i);
+      for (int k = 0; k < DOT_OUTPUTS; ++k) {
+        acc[r][k] = _mm256_fmadd_ps(xs, ws[k], acc[r][k]);
+      }
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    for (int k = 0; k < DOT_OUTPUTS; ++k) {
+      float sum = sum8(acc[r][k]);
+      for (int64_t j = i; j < l.in; ++j) {
+        sum += x[r * l.in + j] * w[k * l.in + j];
+      }
+      l.y[(row + r) * l.out + o + k] = sum + (l.bias ? l.bias[o + k] : 0.f);
+    }
+  }
+}
+
+// Outputs [first, last) of the [out, in] layout, whole tiles of 4 but
+// for the last; rows two at a time.
+__attribute__((target("avx2,fma"))) void dot_outputs(const Layer &l, int64_t first,
+                                                     int64_t last) {
+  for (int64_t o = first; o < last; o += DOT_OUTPUTS) {
+    if (o + DOT_OUTPUTS > l.out) {
+      // The last outputs one at a time.
+      for (int64_t k = o; k < l.out; ++k) {
+        for (int64_t r = 0; r < l.rows; ++r) {
+          float sum = 0.f;
+          for (int64_t j = 0; j < l.in; ++j) {
+            sum += l.x[r * l.in + j] * l.weight[k * l.in + j];
+          }
+          l.y[r * l.out + k] = sum + (l.bias ? l.bias[k] : 0.f);
+        }
+      }
+      break;
+    }
+    int64_t r = 0;
+    for (; r + 2 <= l.rows; r += 2) {
+      dot_tile<2>(l, r, o);
+    }
+    if (r < l.rows) {
+      dot_tile<1>(l, r, o);
+    }
+  }
+}
+
+// Inputs [first, last) of the [in, out] layout into `partial` ([rows,
+// out], zeroed here): each input adds a multiple of its weight row, four
+// rows at a time, so that the weights are read in order, once.
+__attribute__((target("avx2,fma"))) void axpy_inputs(const Layer &l, int64_t first,
+                                                     int64_t last, float *partial) {
+  std::memset(partial, 0, sizeof(float) * l.rows * l.out);
+  const int64_t whole = l.out / 8 * 8;
+  int64_t i = first;
+  for (; i + 4 <= last; i += 4) {
+    const float *w = l.weight + i * l.out;
+    for (int64_t r = 0; r < l.rows; ++r) {
+      const float *x = l.x + r * l.in + i;
+      const __m256 x0 = _mm256_set1_ps(x[0]), x1 = _mm256_set1_ps(x[1]),
+                   x2 = _mm256_set1_ps(x[2]), x3 = _mm256_set1_ps(x[3]);
+      float *y = partial + r * l.out;
+      for (int64_t c = 0; c < whole; c += 8) {
+        __m256 sum = _mm256_loadu_ps(y + c);
+        sum = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + c), sum);
+        sum = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w + l.out + c), sum);
+        sum = _mm256_fmadd_ps(x2, _mm256_loadu_ps(w + 2 * l.out + c), sum);
+        sum = _mm256_fmadd_ps(x3, _mm256_loadu_ps(w + 3 * l.out + c), sum);
+        _mm256_storeu_ps(y + c, sum);
+      }
+      for (int64_t c = whole; c < l.out; ++c) {
+        y[c] += x[0] * w[c] + x[1] * w[l.out + c] + x[2] * w[2 * l.out + c] +
+                x[3] * w[3 * l.out + c];
+      }
+    }
+  }
+  for (; i < last; ++i) {
+    const float *w = l.weight + i * l.out;
+    for (int64_t r = 0; r < l.rows; ++r) {
+      const float x = l.x[r * l.in + i];
+      float *y = partial + r * l.out;
+      for (int64_t c = 0; c < l.out; ++c) {
+        y[c] += x * w[c];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// Whether this CPU runs `nlp_fp32_linear` (AVX2 and FMA).
+extern "C" int nlp_fp32_linear_available() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+// `input` [..., in] fp32 times `weight` ([out, in] fp32, its rows or its
+// columns contiguous) plus `bias` ([out] or undefined), on `threads` threads
+// (the caller and its crew); the caller checks availability.
+extern "C" tensor nlp_fp32_linear(tensor input, tensor weight, tensor bias, int64_t threads) {
+  try {
+    const at::Tensor x = input->contiguous();
+    TORCH_CHECK(x.scalar_type() == at::kFloat && weight->scalar_type() == at::kFloat,
+                "fp32 layer given another kind");
+    const int64_t in = weight->size(1), out = weight->size(0);
+    TORCH_CHECK(x.size(-1) == in, "fp32 layer takes ", in, " inputs, given ", x.size(-1));
+    const bool rows_contiguous = weight->stride(1) == 1 && weight->stride(0) == in;
+    const bool columns_contiguous = weight->stride(0) == 1 && weight->stride(1) == out;
+    TORCH_CHECK(rows_contiguous || columns_contiguous, "fp32 layer weights not contiguous");
+    const bool has_bias = bias && bias->defined();
+    at::Tensor b;
+    if (has_bias) {
+      b = bias->to(at::kFloat).contiguous();
+      TORCH_CHECK(b.numel() == out, "fp32 layer bias has the wrong size");
+    }
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = out;
+    at::Tensor y = at::empty(shape, x.options());
+    const Layer layer{x.const_data_ptr<float>(), weight->const_data_ptr<float>(),
+                      has_bias ? b.const_data_ptr<float>() : nullptr, y.data_ptr<float>(),
+                      in == 0 ? 0 : x.numel() / in, in, out};
+    const auto shared = [&](int64_t chunks, const std::function<void(int64_t)> &task) {
+      if (threads <= 1 || chunks < 2) {
+        for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+          task(chunk);
+        }
+      } else {
+        nlp::crew_of(static_cast<int>(std::min<int64_t>(threads, 64))).run(chunks, task);
+      }
+    };
+    // About two chunks per thread: each a share of the outputs ([out, in]),
+    // or a share of the inputs with its own partial sums ([in, out]).
+    const int64_t parts = 2 * std::max<int64_t>(threads, 1);
+    if (rows_contiguous) {
+      const int64_t tiles = (out + DOT_OUTPUTS - 1) / DOT_OUTPUTS;
+      const int64_t per_chunk = std::max<int64_t>(1, tiles / parts) * DOT_OUTPUTS;
+      shared((out + per_chunk - 1) / per_chunk, [&](int64_t chunk) {
+        dot_outputs(layer, chunk * per_chunk, std::min(out, (chunk + 1) * per_chunk));
+      });
+    } else {
+      const int64_t per_chunk = std::max<int64_t>(4, (in / parts + 3) / 4 * 4);
+      const int64_t chunks = std::max<int64_t>(1, (in + per_chunk - 1) / per_chunk);
+      const int64_t size = layer.rows * out;
+      std::vector<float> partials(chunks * size);
+      shared(chunks, [&](int64_t chunk) {
+        axpy_inputs(layer, chunk * per_chunk, std::min(in, (chunk + 1) * per_chunk),
+                    partials.data() + chunk * size);
+      });
+      float *target = y.data_ptr<float>();
+      for (int64_t k = 0; k < size; ++k) {
+        float sum = layer.bias ? layer.bias[k % out] : 0.f;
+        for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+          sum += partials[chunk * size + k];
+        }
+        target[k] = sum;
+      }
+    }
+    return new at::Tensor(y);
+  } catch (const std::exception &error) {
+    nlp_set_last_error(error.what());
+  } catch (...) {
+    nlp_set_last_error("unknown C++ exception");
+  }
+  return nullptr;
+}
