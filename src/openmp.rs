@@ -120,7 +120,8 @@ pub fn model_threads() -> i32 {
 
 /// Runs `operation` on all of a model thread's threads even within a
 /// single-threaded step. For the few large operations of a small step: an
-/// int8 projection onto a vocabulary over one row reads 26-39 MB of
+/// int8 projection onto a vocabulary on fbgemm (where int8 does not run on
+/// src/native/int8.cpp's kernel and its crew) over one row reads 26-39 MB of
 /// weights, which one core streams at about half the speed two do (1 x 768
 /// x 50,257 on a 2-core AMD EPYC: 3.8 ms on one thread, 2.2 ms on two), for
 /// one wake-up of the second thread. Elsewhere it just runs `operation`.

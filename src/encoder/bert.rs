@@ -101,6 +101,8 @@ pub struct BertQa {
     device: Device,
     /// The kind hidden states are carried in (bf16 at bf16, else fp32).
     activations: Kind,
+    /// The kind attention runs in (`Kernels::attention`).
+    attention: Kind,
 }
 
 impl BertQa {
@@ -150,13 +152,19 @@ impl BertQa {
             pad_id: config.pad_token_id,
             device: weights.device(),
             activations: kernels.activations(),
+            attention: kernels.attention(),
         })
     }
 
     /// One block over `hidden`, whose storage it may reuse (a fused
     /// residual sum writes into it).
     fn layer(&self, layer: &Layer, hidden: Tensor, visible: &Tensor) -> Tensor {
-        let attended = self_attention(&project(&layer.qkv, &hidden), self.heads, visible);
+        let attended = self_attention(
+            &project(&layer.qkv, &hidden),
+            self.heads,
+            visible,
+            self.attention,
+        );
         let attended =
             layer
                 .attention_norm

@@ -101,6 +101,8 @@ pub struct DistilBertQa {
     device: Device,
     /// The kind hidden states are carried in (bf16 at bf16, else fp32).
     activations: Kind,
+    /// The kind attention runs in (`Kernels::attention`).
+    attention: Kind,
 }
 
 impl DistilBertQa {
@@ -147,13 +149,19 @@ impl DistilBertQa {
             pad_id: config.pad_token_id,
             device: weights.device(),
             activations: kernels.activations(),
+            attention: kernels.attention(),
         })
     }
 
     /// One block over `hidden`, whose storage it may reuse (a fused
     /// residual sum writes into it).
     fn layer(&self, layer: &Layer, hidden: Tensor, visible: &Tensor) -> Tensor {
-        let attended = self_attention(&project(&layer.qkv, &hidden), self.heads, visible);
+        let attended = self_attention(
+            &project(&layer.qkv, &hidden),
+            self.heads,
+            visible,
+            self.attention,
+        );
         let attended = layer
             .sa_layer_norm
             .forward(&project_add(&layer.out_lin, &attended, hidden));

@@ -23,9 +23,17 @@
 //! bits, activations per call to uint8, output in the input's kind (bf16
 //! between an encoder's layers). On a window's hundreds of rows its product
 //! is 2-3x faster than bf16 and fbgemm's int8; on a decoding step's few rows
-//! fbgemm's kernel is faster, so decoders keep it, except that on such a
-//! CPU an int8 projection onto a vocabulary also keeps a oneDNN copy for
-//! steps of many rows (`WIDE_ROWS`: 16 clients' beams, a batch of prompts).
+//! the int8 kernels above are faster, so decoders keep them, except that on
+//! such a CPU an int8 projection onto a vocabulary also keeps a oneDNN copy
+//! for steps of many rows (`WIDE_ROWS`: 16 clients' beams, a batch of
+//! prompts; measured against fbgemm).
+//!
+//! A model thread's int8 products, and its fp32 ones over a few rows
+//! (`FEW_ROWS`, src/native/fp32.cpp), are split between it and a crew of
+//! helper threads that poll between products (src/native/crew.h): a
+//! decoding step's product over one row streams megabytes of weights, which
+//! two cores read about twice as fast as one, and libtorch's threads sleep
+//! after each product.
 
 use serde::Deserialize;
 use tch::{Kind, Tensor};

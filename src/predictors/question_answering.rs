@@ -86,6 +86,7 @@ impl Predictor for QaPredictor {
             config.device,
             CpuKernels {
                 onednn_int8,
+                vnni_int8: crate::native::int8::Blocks::preferred(),
                 native_bf16: native_bf16(),
                 fbgemm,
             },
@@ -101,6 +102,15 @@ impl Predictor for QaPredictor {
         let kernels = match precision {
             Precision::Int8 if onednn_int8 && config.device == Device::Cpu => {
                 " on oneDNN's AMX kernels"
+            }
+            Precision::Int8
+                if crate::native::int8::Blocks::preferred() && config.device == Device::Cpu =>
+            {
+                if native_bf16() {
+                    " on AVX-512 VNNI, attention in bf16"
+                } else {
+                    " on AVX-512 VNNI"
+                }
             }
             _ => "",
         };

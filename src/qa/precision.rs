@@ -1,8 +1,9 @@
 //! `[qa] precision`: a weight precision, or "auto" (the default), which
 //! takes the fastest one measured for this CPU (config/default.toml has the
-//! numbers): int8 on oneDNN's kernels where the CPU has AMX, else bf16
-//! where it multiplies bfloat16 natively (AVX-512 BF16), else int8 on
-//! fbgemm's kernels where they run, else fp32; fp32 on a GPU.
+//! numbers): int8 on oneDNN's kernels where the CPU has AMX, else int8 on
+//! our kernel where it has AVX-512 VNNI, else bf16 where it multiplies
+//! bfloat16 natively, else int8 on fbgemm's kernels where they run, else
+//! fp32; fp32 on a GPU.
 
 use serde::Deserialize;
 use tch::Device;
@@ -14,6 +15,8 @@ use crate::generation::linear::Precision;
 pub struct CpuKernels {
     /// oneDNN's int8 kernels on AMX (`onednn_int8_available`).
     pub onednn_int8: bool,
+    /// src/native/int8.cpp's AVX-512 VNNI kernel (`Blocks::preferred`).
+    pub vnni_int8: bool,
     /// bfloat16 products in hardware (`native_bf16`).
     pub native_bf16: bool,
     /// fbgemm's fp16 and int8 kernels (`fbgemm_available`).
@@ -41,7 +44,7 @@ impl QaPrecision {
     /// The precision to load at, given the device and what this CPU runs.
     pub fn resolve(self, device: Device, cpu: CpuKernels) -> Precision {
         self.named().unwrap_or(match device {
-            Device::Cpu if cpu.onednn_int8 => Precision::Int8,
+            Device::Cpu if cpu.onednn_int8 || cpu.vnni_int8 => Precision::Int8,
             Device::Cpu if cpu.native_bf16 => Precision::Bf16,
             Device::Cpu if cpu.fbgemm => Precision::Int8,
             _ => Precision::Fp32,
@@ -78,14 +81,22 @@ mod tests {
     fn cpu(onednn_int8: bool, native_bf16: bool, fbgemm: bool) -> CpuKernels {
         CpuKernels {
             onednn_int8,
+            vnni_int8: false,
             native_bf16,
             fbgemm,
         }
     }
 
     #[test]
-    fn auto_takes_amx_int8_then_bf16_then_int8_then_fp32() {
+    fn auto_takes_amx_int8_then_vnni_int8_then_bf16_then_int8_then_fp32() {
         let auto = QaPrecision::Auto;
+        // AMD Zen 4: AVX-512 VNNI and BF16, no AMX.
+        let zen4 = CpuKernels {
+            vnni_int8: true,
+            ..cpu(false, true, true)
+        };
+        assert_eq!(auto.resolve(Device::Cpu, zen4), Precision::Int8);
+        assert_eq!(auto.resolve(Device::Cuda(0), zen4), Precision::Fp32);
         assert_eq!(
             auto.resolve(Device::Cpu, cpu(true, true, true)),
             Precision::Int8
