@@ -90,9 +90,8 @@ impl Blocks {
     }
 
     /// Whether this kernel is the int8 layer to use here: with AVX-512 VNNI
-    /// it matches fbgemm's speed from 4 to 384 rows and beats it on one row
-    /// (and on a vocabulary); with AVX2 only, fbgemm is twice as fast from 4
-    /// rows on.
+    /// it takes 0.8-1.15x fbgemm's time from 4 to 384 rows and less on one
+    /// row; with AVX2 only, fbgemm is twice as fast from 4 rows on.
     pub fn preferred() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
