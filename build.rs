@@ -19,6 +19,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/native/int8.cpp");
     println!("cargo:rerun-if-changed=src/native/fp32.cpp");
     println!("cargo:rerun-if-changed=src/native/crew.h");
+    println!("cargo:rerun-if-changed=src/native/boundary.h");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
     };

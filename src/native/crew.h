@@ -5,6 +5,7 @@
 #include <immintrin.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -138,6 +139,18 @@ inline Crew &crew_of(int threads) {
     crew = std::make_unique<Crew>(threads - 1);
   }
   return *crew;
+}
+
+// `task(chunk)` for every chunk in [0, chunks): on the calling thread alone
+// for one thread or one chunk, else shared with its crew (at most 64).
+inline void share(int64_t threads, int64_t chunks, const std::function<void(int64_t)> &task) {
+  if (threads <= 1 || chunks < 2) {
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      task(chunk);
+    }
+  } else {
+    crew_of(static_cast<int>(std::min<int64_t>(threads, 64))).run(chunks, task);
+  }
 }
 
 }  // namespace nlp

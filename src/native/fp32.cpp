@@ -2,8 +2,8 @@
 // reading the weights once: on one row libtorch's product (MKL's sgemv or
 // sgemm) streams the weights on the calling thread, or on libgomp threads
 // that sleep between layers and wake once per product. This one splits the
-// outputs between the model thread and its crew (crew.h), which poll
-// between layers, so both cores stream the weights.
+// weights between the model thread and its crew (crew.h), which poll
+// between layers, so both cores stream them.
 //
 // The weights are read where they were loaded, in either layout: [out, in]
 // rows (a PyTorch Linear: each output a dot product of a weight row and an
@@ -11,6 +11,7 @@
 // adds a multiple of a weight row to the outputs).
 #include <ATen/ATen.h>
 
+#include "boundary.h"
 #include "crew.h"
 
 #include <immintrin.h>
@@ -18,12 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <vector>
-
-typedef at::Tensor *tensor;
-
-extern "C" void nlp_set_last_error(const char *message);
 
 namespace {
 
@@ -160,7 +156,7 @@ extern "C" int nlp_fp32_linear_available() {
 // columns contiguous) plus `bias` ([out] or undefined), on `threads` threads
 // (the caller and its crew); the caller checks availability.
 extern "C" tensor nlp_fp32_linear(tensor input, tensor weight, tensor bias, int64_t threads) {
-  try {
+  GUARD({
     const at::Tensor x = input->contiguous();
     TORCH_CHECK(x.scalar_type() == at::kFloat && weight->scalar_type() == at::kFloat,
                 "fp32 layer given another kind");
@@ -181,22 +177,13 @@ extern "C" tensor nlp_fp32_linear(tensor input, tensor weight, tensor bias, int6
     const Layer layer{x.const_data_ptr<float>(), weight->const_data_ptr<float>(),
                       has_bias ? b.const_data_ptr<float>() : nullptr, y.data_ptr<float>(),
                       in == 0 ? 0 : x.numel() / in, in, out};
-    const auto shared = [&](int64_t chunks, const std::function<void(int64_t)> &task) {
-      if (threads <= 1 || chunks < 2) {
-        for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-          task(chunk);
-        }
-      } else {
-        nlp::crew_of(static_cast<int>(std::min<int64_t>(threads, 64))).run(chunks, task);
-      }
-    };
     // About two chunks per thread: each a share of the outputs ([out, in]),
     // or a share of the inputs with its own partial sums ([in, out]).
     const int64_t parts = 2 * std::max<int64_t>(threads, 1);
     if (rows_contiguous) {
       const int64_t tiles = (out + DOT_OUTPUTS - 1) / DOT_OUTPUTS;
       const int64_t per_chunk = std::max<int64_t>(1, tiles / parts) * DOT_OUTPUTS;
-      shared((out + per_chunk - 1) / per_chunk, [&](int64_t chunk) {
+      nlp::share(threads, (out + per_chunk - 1) / per_chunk, [&](int64_t chunk) {
         dot_outputs(layer, chunk * per_chunk, std::min(out, (chunk + 1) * per_chunk));
       });
     } else {
@@ -204,7 +191,7 @@ extern "C" tensor nlp_fp32_linear(tensor input, tensor weight, tensor bias, int6
       const int64_t chunks = std::max<int64_t>(1, (in + per_chunk - 1) / per_chunk);
       const int64_t size = layer.rows * out;
       std::vector<float> partials(chunks * size);
-      shared(chunks, [&](int64_t chunk) {
+      nlp::share(threads, chunks, [&](int64_t chunk) {
         axpy_inputs(layer, chunk * per_chunk, std::min(in, (chunk + 1) * per_chunk),
                     partials.data() + chunk * size);
       });
@@ -218,10 +205,5 @@ extern "C" tensor nlp_fp32_linear(tensor input, tensor weight, tensor bias, int6
       }
     }
     return new at::Tensor(y);
-  } catch (const std::exception &error) {
-    nlp_set_last_error(error.what());
-  } catch (...) {
-    nlp_set_last_error("unknown C++ exception");
-  }
-  return nullptr;
+  })
 }

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "boundary.h"
 #include "crew.h"
 
 #include <immintrin.h>
@@ -20,12 +21,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <string>
+#include <type_traits>
 #include <vector>
-
-typedef at::Tensor *tensor;
-
-extern "C" void nlp_set_last_error(const char *message);
 
 namespace {
 
@@ -103,8 +100,10 @@ levels_avx2(const float *x, int64_t count, uint8_t *out) {
   i = 0;
   for (; i + 32 <= count; i += 32) {
     // Saturating packs clamp to 0..255 on the way.
-    const __m256i words01 = _mm256_packs_epi32(level_avx2(x + i, times, shift), level_avx2(x + i + 8, times, shift));
-    const __m256i words23 = _mm256_packs_epi32(level_avx2(x + i + 16, times, shift), level_avx2(x + i + 24, times, shift));
+    const __m256i words01 = _mm256_packs_epi32(level_avx2(x + i, times, shift),
+                                               level_avx2(x + i + 8, times, shift));
+    const __m256i words23 = _mm256_packs_epi32(level_avx2(x + i + 16, times, shift),
+                                               level_avx2(x + i + 24, times, shift));
     const __m256i bytes = _mm256_packus_epi16(words01, words23);
     _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + i),
                         _mm256_permutevar8x32_epi32(bytes, order));
@@ -226,28 +225,38 @@ tile_avx2(const Problem &p, int64_t row, int64_t block) {
   }
 }
 
+// `tile(std::integral_constant<int, ROWS>{}, row)` over `rows` rows, four
+// at a time and the last one to three together, so that each tile's
+// weights serve as many rows as its registers hold.
+template <typename Tile>
+inline void in_fours(int64_t rows, const Tile &tile) {
+  int64_t row = 0;
+  for (; row + 4 <= rows; row += 4) {
+    tile(std::integral_constant<int, 4>{}, row);
+  }
+  switch (rows - row) {
+  case 3:
+    tile(std::integral_constant<int, 3>{}, row);
+    break;
+  case 2:
+    tile(std::integral_constant<int, 2>{}, row);
+    break;
+  case 1:
+    tile(std::integral_constant<int, 1>{}, row);
+    break;
+  default:
+    break;
+  }
+}
+
 // Blocks [first, last), every row of each block while its weights are in
-// cache, four rows at a time.
+// cache.
 __attribute__((target("avx2,fma"))) void blocks_avx2(const Problem &p, int64_t first,
                                                      int64_t last) {
   for (int64_t block = first; block < last; ++block) {
-    int64_t row = 0;
-    for (; row + 4 <= p.rows; row += 4) {
-      tile_avx2<4>(p, row, block);
-    }
-    switch (p.rows - row) {
-    case 3:
-      tile_avx2<3>(p, row, block);
-      break;
-    case 2:
-      tile_avx2<2>(p, row, block);
-      break;
-    case 1:
-      tile_avx2<1>(p, row, block);
-      break;
-    default:
-      break;
-    }
+    in_fours(p.rows, [&](auto rows, int64_t row) {
+      tile_avx2<decltype(rows)::value>(p, row, block);
+    });
   }
 }
 
@@ -303,27 +312,13 @@ tile_vnni(const Problem &p, int64_t row, int64_t block) {
   }
 }
 
-// Every row of BLOCKS blocks, four rows at a time.
+// Every row of BLOCKS blocks.
 template <int BLOCKS>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void
 rows_vnni(const Problem &p, int64_t block) {
-  int64_t row = 0;
-  for (; row + 4 <= p.rows; row += 4) {
-    tile_vnni<4, BLOCKS>(p, row, block);
-  }
-  switch (p.rows - row) {
-  case 3:
-    tile_vnni<3, BLOCKS>(p, row, block);
-    break;
-  case 2:
-    tile_vnni<2, BLOCKS>(p, row, block);
-    break;
-  case 1:
-    tile_vnni<1, BLOCKS>(p, row, block);
-    break;
-  default:
-    break;
-  }
+  in_fours(p.rows, [&](auto rows, int64_t row) {
+    tile_vnni<decltype(rows)::value, BLOCKS>(p, row, block);
+  });
 }
 
 // Blocks [first, last), four at a time while the weights of those four
@@ -346,7 +341,6 @@ bool has_vnni() {
   return has;
 }
 
-
 }  // namespace
 
 // `input` [..., in] (fp32 or any kind it converts from) times the packed
@@ -359,7 +353,7 @@ bool has_vnni() {
 extern "C" tensor nlp_int8_linear(tensor input, tensor packed, tensor sums,
                                   tensor scales, tensor bias, int64_t inputs,
                                   int64_t outputs, int64_t threads, int kernel) {
-  try {
+  GUARD({
     const at::Tensor x = input->to(at::kFloat).contiguous();
     const int64_t in = x.size(-1);
     const int64_t blocks = packed->size(0), quads = packed->size(1);
@@ -410,19 +404,9 @@ extern "C" tensor nlp_int8_linear(tensor input, tensor packed, tensor sums,
     const int64_t per_chunk =
         std::max<int64_t>(4, (blocks / (4 * std::max<int64_t>(threads, 1)) + 3) / 4 * 4);
     const int64_t chunks = (blocks + per_chunk - 1) / per_chunk;
-    if (threads <= 1 || chunks < 2) {
-      blocks_in(0, blocks);
-    } else {
-      nlp::crew_of(static_cast<int>(std::min<int64_t>(threads, 64)))
-          .run(chunks, [&](int64_t chunk) {
-            blocks_in(chunk * per_chunk, std::min(blocks, (chunk + 1) * per_chunk));
-          });
-    }
+    nlp::share(threads, chunks, [&](int64_t chunk) {
+      blocks_in(chunk * per_chunk, std::min(blocks, (chunk + 1) * per_chunk));
+    });
     return new at::Tensor(out);
-  } catch (const std::exception &error) {
-    nlp_set_last_error(error.what());
-  } catch (...) {
-    nlp_set_last_error("unknown C++ exception");
-  }
-  return nullptr;
+  })
 }

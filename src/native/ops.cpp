@@ -2,10 +2,12 @@
 // layer (registered by libtorch as `onednn::qlinear_*`, called here through
 // the dispatcher) and a one-pass dynamic quantisation of its input. Every
 // function catches C++ exceptions and reports them through
-// `nlp_last_error`: nothing unwinds into Rust.
+// `nlp_last_error` (boundary.h's GUARD): nothing unwinds into Rust.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+
+#include "boundary.h"
 
 #include <immintrin.h>
 
@@ -14,23 +16,11 @@
 #include <cstdint>
 #include <string>
 
-typedef at::Tensor *tensor;
-
 static thread_local std::string last_error;
 
 extern "C" const char *nlp_last_error() { return last_error.c_str(); }
 
 extern "C" void nlp_set_last_error(const char *message) { last_error = message; }
-
-#define GUARD(body)                                                            \
-  try {                                                                        \
-    body                                                                       \
-  } catch (const std::exception &error) {                                      \
-    last_error = error.what();                                                 \
-  } catch (...) {                                                              \
-    last_error = "unknown C++ exception";                                      \
-  }                                                                            \
-  return nullptr;
 
 extern "C" void nlp_free_tensor(tensor t) { delete t; }
 
