@@ -54,7 +54,8 @@ const WEIGHT_LEVELS: f64 = 63.0;
 const ONEDNN_WEIGHT_LEVELS: f64 = 127.0;
 
 /// Layers with at least this many outputs (a projection onto a
-/// vocabulary) run on all threads even in a single-threaded step, and get
+/// vocabulary) run on all threads even in a single-threaded step (on
+/// fbgemm; the blocks kernel splits every layer with the crew), and get
 /// a oneDNN copy on AMX CPUs. At 64 rows oneDNN's int8
 /// product over opus-mt's 58,101 words takes 1.4 ms against fbgemm's 3.4
 /// (GPT-2's 50,257: 1.6 against 4.3); on 512- to 2,048-wide layers fbgemm
@@ -163,11 +164,6 @@ pub enum Linear {
         /// weights packed for oneDNN, which runs it for `WIDE_ROWS` rows or
         /// more (see `WIDE_OUTPUTS`).
         wide: Option<Box<Linear>>,
-        /// A projection onto a vocabulary (`WIDE_OUTPUTS`): on fbgemm it
-        /// runs on all of a model thread's threads even in a
-        /// single-threaded step (`openmp::on_all_step_threads`); the blocks
-        /// kernel does so for every layer (`openmp::model_threads`).
-        vocabulary: bool,
     },
     Bf16 {
         weight: Tensor,
@@ -221,11 +217,7 @@ impl Linear {
         } else {
             Int8Weights::Fbgemm(FbgemmInt8::new(&quantized, row_scales, bias))
         };
-        Linear::Int8 {
-            weights,
-            wide,
-            vocabulary: rows >= WIDE_OUTPUTS,
-        }
+        Linear::Int8 { weights, wide }
     }
 
     /// `weight` ([out, in], fp32) at int8 for oneDNN's kernels; see
@@ -289,14 +281,9 @@ impl Linear {
                 packed: clone(packed),
                 bias: clone(bias),
             },
-            Linear::Int8 {
-                weights,
-                wide,
-                vocabulary,
-            } => Linear::Int8 {
+            Linear::Int8 { weights, wide } => Linear::Int8 {
                 weights: weights.shallow_clone(),
                 wide: wide.as_ref().map(|wide| Box::new(wide.shallow_clone())),
-                vocabulary: *vocabulary,
             },
             Linear::Bf16 { weight, bias } => Linear::Bf16 {
                 weight: clone(weight),
@@ -324,16 +311,7 @@ impl Linear {
             Linear::Int8 {
                 wide: Some(wide), ..
             } if rows(input) >= WIDE_ROWS => wide.forward(input),
-            Linear::Int8 {
-                weights,
-                vocabulary,
-                ..
-            } => match weights {
-                Int8Weights::Fbgemm(_) if *vocabulary => {
-                    crate::openmp::on_all_step_threads(|| weights.forward(input))
-                }
-                _ => weights.forward(input),
-            },
+            Linear::Int8 { weights, .. } => weights.forward(input),
             Linear::Bf16 { weight, bias } => match input.kind() {
                 Kind::BFloat16 => input.linear(weight, bias.as_ref()),
                 kind => input
@@ -388,6 +366,11 @@ pub struct FbgemmInt8 {
     /// writes each output, so that the one multiplication by the scales
     /// that follows gives `x W^T + b` (no second pass for the bias).
     scaled_bias: Tensor,
+    /// A projection onto a vocabulary (`WIDE_OUTPUTS`): it runs on all of
+    /// a model thread's threads even in a single-threaded step
+    /// (`openmp::on_all_step_threads`; the blocks kernel splits every layer
+    /// with the thread's crew instead).
+    vocabulary: bool,
 }
 
 impl FbgemmInt8 {
@@ -409,18 +392,26 @@ impl FbgemmInt8 {
             col_offsets,
             row_scales,
             scaled_bias,
+            vocabulary: rows >= WIDE_OUTPUTS,
         }
     }
 
     fn forward(&self, input: &Tensor) -> Tensor {
-        let mut output = input.fbgemm_linear_int8_weight_fp32_activation(
-            &self.shape,
-            &self.packed,
-            &self.col_offsets,
-            tch::Scalar::float(1.0),
-            tch::Scalar::int(0),
-            &self.scaled_bias,
-        );
+        let product = || {
+            input.fbgemm_linear_int8_weight_fp32_activation(
+                &self.shape,
+                &self.packed,
+                &self.col_offsets,
+                tch::Scalar::float(1.0),
+                tch::Scalar::int(0),
+                &self.scaled_bias,
+            )
+        };
+        let mut output = if self.vocabulary {
+            crate::openmp::on_all_step_threads(product)
+        } else {
+            product()
+        };
         let _ = output.g_mul_(&self.row_scales);
         output
     }
@@ -432,6 +423,7 @@ impl FbgemmInt8 {
             col_offsets: self.col_offsets.shallow_clone(),
             row_scales: self.row_scales.shallow_clone(),
             scaled_bias: self.scaled_bias.shallow_clone(),
+            vocabulary: self.vocabulary,
         }
     }
 }
