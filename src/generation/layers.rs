@@ -165,7 +165,9 @@ pub(crate) fn merge_heads(x: &Tensor) -> Tensor {
 /// Attention of `query` over `keys` and `values` ([batch, heads, tokens,
 /// head_dim] each), scores scaled by `scale` and shifted by the additive
 /// `bias`, on libtorch's fused kernel (no [batch, heads, tokens, keys]
-/// scores written and read back); heads merged again.
+/// scores written and read back), with MKL single-threaded in a
+/// single-threaded step (`openmp::mkl_alone_in_small_steps`); heads merged
+/// again.
 pub(crate) fn attend(
     query: &Tensor,
     keys: &Tensor,
@@ -173,15 +175,17 @@ pub(crate) fn attend(
     bias: &Tensor,
     scale: f64,
 ) -> Tensor {
-    merge_heads(&Tensor::scaled_dot_product_attention(
-        query,
-        keys,
-        values,
-        Some(bias),
-        0.0,
-        false,
-        Some(scale),
-    ))
+    merge_heads(&crate::openmp::mkl_alone_in_small_steps(|| {
+        Tensor::scaled_dot_product_attention(
+            query,
+            keys,
+            values,
+            Some(bias),
+            0.0,
+            false,
+            Some(scale),
+        )
+    }))
 }
 
 #[cfg(test)]
