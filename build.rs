@@ -4,8 +4,9 @@
 //! (src/mkl.rs), so that libtorch's MKL calls their definition
 //! (`--export-dynamic-symbol` needs GNU ld 2.35 or later), and compiles
 //! src/native/ops.cpp, the libtorch operations tch does not reach, against
-//! the same libtorch's headers, with src/native/int8.cpp and fp32.cpp (int8
-//! and few-row fp32 linear layers, on helper threads of crew.h).
+//! the same libtorch's headers, with src/native/int8.cpp, fp32.cpp and
+//! attention.cpp (int8 and few-row fp32 linear layers, a decoding step's
+//! attention, on helper threads of crew.h).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -18,6 +19,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/native/ops.cpp");
     println!("cargo:rerun-if-changed=src/native/int8.cpp");
     println!("cargo:rerun-if-changed=src/native/fp32.cpp");
+    println!("cargo:rerun-if-changed=src/native/attention.cpp");
     println!("cargo:rerun-if-changed=src/native/crew.h");
     println!("cargo:rerun-if-changed=src/native/boundary.h");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
@@ -43,6 +45,7 @@ fn main() {
         .file("src/native/ops.cpp")
         .file("src/native/int8.cpp")
         .file("src/native/fp32.cpp")
+        .file("src/native/attention.cpp")
         .compile("nlp_native");
     link_openmp(Path::new(&lib));
 }

@@ -7,6 +7,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::Checkpoint;
 use super::linear::{Linear, Precision};
+use crate::native::attention;
 
 /// The shape numbers a caller needs.
 #[derive(Debug, Clone, Copy)]
@@ -164,10 +165,11 @@ pub(crate) fn merge_heads(x: &Tensor) -> Tensor {
 
 /// Attention of `query` over `keys` and `values` ([batch, heads, tokens,
 /// head_dim] each), scores scaled by `scale` and shifted by the additive
-/// `bias`, on libtorch's fused kernel (no [batch, heads, tokens, keys]
-/// scores written and read back), with MKL single-threaded in a
-/// single-threaded step (`openmp::mkl_alone_in_small_steps`); heads merged
-/// again.
+/// `bias`; heads merged again. A decoding step's few queries per row run
+/// on src/native/attention.cpp, split between the model thread and its
+/// crew; a prefill's on libtorch's fused kernel (no [batch, heads, tokens,
+/// keys] scores written and read back), with MKL single-threaded in a
+/// single-threaded step (`openmp::mkl_alone_in_small_steps`).
 pub(crate) fn attend(
     query: &Tensor,
     keys: &Tensor,
@@ -175,6 +177,13 @@ pub(crate) fn attend(
     bias: &Tensor,
     scale: f64,
 ) -> Tensor {
+    if attention::takes(query, keys, values, bias) {
+        let threads = i64::from(crate::openmp::model_threads());
+        match attention::attend(query, keys, values, bias, scale, threads) {
+            Ok(attended) => return attended,
+            Err(error) => tracing::debug!(%error, "decoding attention fell back to libtorch's"),
+        }
+    }
     merge_heads(&crate::openmp::mkl_alone_in_small_steps(|| {
         Tensor::scaled_dot_product_attention(
             query,

@@ -10,6 +10,7 @@
 
 use std::ffi::{c_char, c_double, c_int, CStr};
 
+pub mod attention;
 pub mod fp32;
 pub mod int8;
 
