@@ -6,6 +6,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::Checkpoint;
+use super::kv_cache::gather_columns;
 use super::linear::{Linear, Precision};
 use crate::native::attention;
 
@@ -177,18 +178,40 @@ pub(crate) fn attend(
     bias: &Tensor,
     scale: f64,
 ) -> Tensor {
+    attend_through(query, keys, values, None, bias, scale)
+}
+
+/// `attend` over key and value buffers whose rows are picked per column
+/// where `sources` ([batch, tokens] int64) is given: row b's column k is
+/// buffer row `sources[b][k]` (a beam search's deferred reorder,
+/// `KvCache::row_sources`).
+pub(crate) fn attend_through(
+    query: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    sources: Option<&Tensor>,
+    bias: &Tensor,
+    scale: f64,
+) -> Tensor {
     if attention::takes(query, keys, values, bias) {
         let threads = i64::from(crate::openmp::model_threads());
-        match attention::attend(query, keys, values, bias, scale, threads) {
+        match attention::attend(query, keys, values, bias, sources, scale, threads) {
             Ok(attended) => return attended,
             Err(error) => tracing::debug!(%error, "decoding attention fell back to libtorch's"),
         }
     }
+    let (keys, values) = match sources {
+        Some(sources) => (
+            gather_columns(keys, sources),
+            gather_columns(values, sources),
+        ),
+        None => (keys.shallow_clone(), values.shallow_clone()),
+    };
     merge_heads(&crate::openmp::mkl_alone_in_small_steps(|| {
         Tensor::scaled_dot_product_attention(
             query,
-            keys,
-            values,
+            &keys,
+            &values,
             Some(bias),
             0.0,
             false,

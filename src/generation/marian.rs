@@ -16,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::Checkpoint;
 use super::kv_cache::KvCache;
-use super::layers::{attend, split_heads};
+use super::layers::{attend_through, split_heads};
 use super::linear::{Linear, Precision};
 use super::seq2seq::{DecoderState, EarlyStopping, GenerationDefaults, Seq2SeqLm};
 
@@ -119,12 +119,19 @@ impl Heads {
 
     /// Scaled dot-product attention of `query` (already split) over `keys`
     /// and `values`, heads merged again: [rows, length, d_model]. On the
-    /// fused kernel (`layers::attend`) instead of five operations: on a
-    /// 2-vCPU EPYC, in alternating runs, an opus-mt step at 4 rows (one
-    /// sentence, 4 beams) went from 8.5-8.8 to 5.7-8.7 ms, at 64 rows from
-    /// 53-60 to 48-55 ms.
-    fn attend(&self, query: &Tensor, keys: &Tensor, values: &Tensor, bias: &Tensor) -> Tensor {
-        attend(query, keys, values, bias, (self.head_dim as f64).powf(-0.5))
+    /// fused kernels (`layers::attend_through`) instead of five operations;
+    /// the rows of `keys` and `values` picked per column by `sources` where
+    /// given (`KvCache::row_sources`).
+    fn attend(
+        &self,
+        query: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+        sources: Option<&Tensor>,
+        bias: &Tensor,
+    ) -> Tensor {
+        let scale = (self.head_dim as f64).powf(-0.5);
+        attend_through(query, keys, values, sources, bias, scale)
     }
 }
 
@@ -144,14 +151,23 @@ impl SelfAttention {
         (query, keys, values)
     }
 
-    fn attend(&self, query: &Tensor, keys: &Tensor, values: &Tensor, bias: &Tensor) -> Tensor {
+    /// Attention over `keys` and `values`, their rows picked per column by
+    /// `sources` where given, then the output projection.
+    fn attend(
+        &self,
+        query: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+        sources: Option<&Tensor>,
+        bias: &Tensor,
+    ) -> Tensor {
         self.out
-            .forward(&self.heads.attend(query, keys, values, bias))
+            .forward(&self.heads.attend(query, keys, values, sources, bias))
     }
 
     fn forward(&self, input: &Tensor, bias: &Tensor) -> Tensor {
         let (query, keys, values) = self.project(input);
-        self.attend(&query, &keys, &values, bias)
+        self.attend(&query, &keys, &values, None, bias)
     }
 }
 
@@ -178,7 +194,7 @@ impl CrossAttention {
     fn forward(&self, input: &Tensor, keys: &Tensor, values: &Tensor, bias: &Tensor) -> Tensor {
         let query = self.heads.split(&self.query.forward(input));
         self.out
-            .forward(&self.heads.attend(&query, keys, values, bias))
+            .forward(&self.heads.attend(&query, keys, values, None, bias))
     }
 }
 
@@ -493,7 +509,8 @@ impl Seq2SeqLm for MarianModel {
         let (heads, head_dim) = self.decoder.first().map_or((1, 1), |layer| {
             (layer.attention.heads.heads, layer.attention.heads.head_dim)
         });
-        let mut cache = KvCache::new(self.decoder.len(), heads, head_dim, self.device);
+        let mut cache =
+            KvCache::new(self.decoder.len(), heads, head_dim, self.device).deferring_reorders();
         let rows = sources.len() * group_size;
         cache.add_empty_rows(rows);
         DecoderState {
@@ -528,12 +545,13 @@ impl Seq2SeqLm for MarianModel {
         let group_size = state.group_size as i64;
         state.cache.reserve_column();
         let self_bias = state.cache.attention_bias(1);
+        let sources = state.cache.row_sources();
         for (index, layer) in self.decoder.iter().enumerate() {
             let attention = &layer.attention;
             let (query, new_keys, new_values) = attention.project(&hidden);
             state.cache.write_column(index, &new_keys, &new_values);
             let (keys, values) = state.cache.layer_with_new_column(index);
-            let attended = attention.attend(&query, &keys, &values, &self_bias);
+            let attended = attention.attend(&query, &keys, &values, sources.as_ref(), &self_bias);
             hidden = layer.attention_norm.forward(&(hidden + attended));
 
             let grouped = hidden.view([groups, group_size, width]);
