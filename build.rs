@@ -22,6 +22,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/native/attention.cpp");
     println!("cargo:rerun-if-changed=src/native/crew.h");
     println!("cargo:rerun-if-changed=src/native/boundary.h");
+    println!("cargo:rerun-if-changed=src/native/simd.h");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
     };

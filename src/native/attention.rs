@@ -79,6 +79,7 @@ pub fn attend(
 mod tests {
     use super::*;
     use crate::generation::kv_cache::gather_columns;
+    use crate::generation::layers::merge_heads;
 
     /// libtorch's attention, heads merged.
     fn reference(
@@ -88,7 +89,7 @@ mod tests {
         bias: &Tensor,
         scale: f64,
     ) -> Tensor {
-        let attended = Tensor::scaled_dot_product_attention(
+        merge_heads(&Tensor::scaled_dot_product_attention(
             query,
             keys,
             values,
@@ -96,12 +97,7 @@ mod tests {
             0.0,
             false,
             Some(scale),
-        );
-        let size = attended.size();
-        attended
-            .transpose(1, 2)
-            .contiguous()
-            .view([size[0], size[2], size[1] * size[3]])
+        ))
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 #include "boundary.h"
 #include "crew.h"
+#include "simd.h"
 
 #include <immintrin.h>
 
@@ -34,12 +35,7 @@ struct Layer {
   int64_t rows, in, out;
 };
 
-__attribute__((target("avx2,fma"))) inline float sum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
+using nlp::sum8;
 
 // ROWS rows x 4 outputs [o, o + 4) of the [out, in] layout.
 template <int ROWS>
