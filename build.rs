@@ -6,7 +6,8 @@
 //! src/native/ops.cpp, the libtorch operations tch does not reach, against
 //! the same libtorch's headers, with src/native/int8.cpp, fp32.cpp and
 //! attention.cpp (int8 and few-row fp32 linear layers, a decoding step's
-//! attention, on helper threads of crew.h).
+//! attention, on helper threads of crew.h) and window_attention.cpp (an
+//! encoder's attention in bf16).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -20,6 +21,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/native/int8.cpp");
     println!("cargo:rerun-if-changed=src/native/fp32.cpp");
     println!("cargo:rerun-if-changed=src/native/attention.cpp");
+    println!("cargo:rerun-if-changed=src/native/window_attention.cpp");
     println!("cargo:rerun-if-changed=src/native/crew.h");
     println!("cargo:rerun-if-changed=src/native/boundary.h");
     println!("cargo:rerun-if-changed=src/native/simd.h");
@@ -47,6 +49,7 @@ fn main() {
         .file("src/native/int8.cpp")
         .file("src/native/fp32.cpp")
         .file("src/native/attention.cpp")
+        .file("src/native/window_attention.cpp")
         .compile("nlp_native");
     link_openmp(Path::new(&lib));
 }

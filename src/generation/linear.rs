@@ -324,6 +324,33 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Output features of a layer that can write its output into a given
+    /// buffer (`forward_into`): int8 on src/native/int8.cpp's kernel.
+    pub fn writes_into(&self) -> Option<i64> {
+        match self {
+            Linear::Int8 {
+                weights: Int8Weights::Blocks(blocks),
+                wide: None,
+            } => Some(blocks.outputs()),
+            _ => None,
+        }
+    }
+
+    /// `forward` written into `into` (contiguous fp32, as many elements as
+    /// the output), or with `add` added to what it holds, on the calling
+    /// thread, for a layer `writes_into` names.
+    pub fn forward_into(&self, input: &Tensor, into: &Tensor, add: bool) -> Result<Tensor, String> {
+        match self {
+            Linear::Int8 {
+                weights: Int8Weights::Blocks(blocks),
+                wide: None,
+            } => blocks.forward_into(input, into, add, i64::from(crate::openmp::model_threads())),
+            _ => Err("this layer does not write into a given buffer".into()),
+        }
+    }
+}
+
 /// An int8 layer's weights in the layout of the kernel that runs it here.
 pub enum Int8Weights {
     /// src/native/int8.cpp's kernel, on CPUs with AVX-512 VNNI

@@ -24,6 +24,8 @@ extern "C" {
         outputs: i64,
         threads: i64,
         kernel: i32,
+        into: tensor,
+        add: i32,
     ) -> tensor;
 }
 
@@ -109,10 +111,37 @@ impl Blocks {
     /// `threads` threads: the caller and helpers of its own, which poll for
     /// work between calls rather than sleep (int8.cpp's `Crew`).
     pub fn forward(&self, input: &Tensor, threads: i64) -> Result<Tensor, String> {
-        self.call(input, threads, Kernel::Best)
+        self.call(input, threads, Kernel::Best, None)
     }
 
-    fn call(&self, input: &Tensor, threads: i64, kernel: Kernel) -> Result<Tensor, String> {
+    /// `forward` written into `into` (contiguous fp32 with as many elements
+    /// as the output, e.g. a share's rows of a larger output), which the
+    /// result shares; with `add`, added to what `into` holds (a residual
+    /// sum in the same pass).
+    pub fn forward_into(
+        &self,
+        input: &Tensor,
+        into: &Tensor,
+        add: bool,
+        threads: i64,
+    ) -> Result<Tensor, String> {
+        self.call(input, threads, Kernel::Best, Some((into, add)))
+    }
+
+    /// Output features.
+    pub fn outputs(&self) -> i64 {
+        self.outputs
+    }
+
+    fn call(
+        &self,
+        input: &Tensor,
+        threads: i64,
+        kernel: Kernel,
+        into: Option<(&Tensor, bool)>,
+    ) -> Result<Tensor, String> {
+        let none = Tensor::new();
+        let (into, add) = into.unwrap_or((&none, false));
         // SAFETY: every tensor is live for the call; the C++ side checks
         // the shapes and reports a mismatch as an error.
         returned(unsafe {
@@ -126,6 +155,8 @@ impl Blocks {
                 self.outputs,
                 threads,
                 kernel as i32,
+                into.as_ptr() as tensor,
+                i32::from(add),
             )
         })
     }
@@ -186,7 +217,7 @@ mod tests {
             let input = Tensor::randn([rows, inputs], (Kind::Float, Device::Cpu)) * 2.0 + 0.3;
             let expected = reference(&input, &quantized, &scales, &bias);
             for kernel in [Kernel::Best, Kernel::Avx2, Kernel::Plain] {
-                let output = blocks.call(&input, 1, kernel).expect("runs");
+                let output = blocks.call(&input, 1, kernel, None).expect("runs");
                 assert_eq!(output.size(), [rows, outputs]);
                 let error = (&output - &expected).abs().max().double_value(&[]);
                 let size = expected.abs().max().double_value(&[]);
@@ -220,8 +251,8 @@ mod tests {
             let alone = blocks.forward(&input, 1).expect("runs");
             for threads in [2, 3, 2] {
                 for kernel in [Kernel::Best, Kernel::Avx2, Kernel::Plain] {
-                    let shared = blocks.call(&input, threads, kernel).expect("runs");
-                    let one = blocks.call(&input, 1, kernel).expect("runs");
+                    let shared = blocks.call(&input, threads, kernel, None).expect("runs");
+                    let one = blocks.call(&input, 1, kernel, None).expect("runs");
                     assert!(
                         shared.equal(&one),
                         "{rows} rows, {threads} threads, {kernel:?}"
@@ -229,6 +260,47 @@ mod tests {
                 }
                 assert!(blocks.forward(&input, threads).expect("runs").equal(&alone));
             }
+        }
+    }
+
+    /// Written into rows of a larger buffer: what `forward` gives, the
+    /// buffer's other rows untouched; a buffer of another size is refused.
+    #[test]
+    fn writes_into_a_given_buffer() {
+        tch::manual_seed(14);
+        let (blocks, ..) = layer(40, 48);
+        let input = Tensor::randn([2, 3, 48], (Kind::Float, Device::Cpu));
+        let buffer = Tensor::full([10, 40], 7.0, (Kind::Float, Device::Cpu));
+        let rows = buffer.narrow(0, 2, 6);
+        let output = blocks.forward_into(&input, &rows, false, 2).expect("runs");
+        assert_eq!(output.size(), [2, 3, 40]);
+        let expected = blocks.forward(&input, 1).expect("runs");
+        assert!(output.equal(&expected));
+        assert!(buffer.narrow(0, 2, 6).equal(&expected.view([6, 40])));
+        assert!(buffer.narrow(0, 0, 2).eq(7.0).all().int64_value(&[]) == 1);
+        assert!(buffer.narrow(0, 8, 2).eq(7.0).all().int64_value(&[]) == 1);
+        let error = blocks
+            .forward_into(&input, &buffer.narrow(0, 0, 5), false, 1)
+            .expect_err("fails");
+        assert!(error.contains("does not fit"), "{error}");
+    }
+
+    /// With `add`, each kernel adds the product to what the buffer holds,
+    /// as `forward(x) + residual` does (the same fp32 sum, so equal).
+    #[test]
+    fn adds_into_a_given_buffer() {
+        tch::manual_seed(15);
+        let (blocks, ..) = layer(40, 48);
+        let input = Tensor::randn([7, 48], (Kind::Float, Device::Cpu));
+        let residual = Tensor::randn([7, 40], (Kind::Float, Device::Cpu));
+        for kernel in [Kernel::Best, Kernel::Avx2, Kernel::Plain] {
+            let expected = blocks.call(&input, 1, kernel, None).expect("runs") + &residual;
+            let buffer = residual.copy();
+            let output = blocks
+                .call(&input, 2, kernel, Some((&buffer, true)))
+                .expect("runs");
+            assert!(output.equal(&expected), "{kernel:?}");
+            assert!(buffer.equal(&expected), "{kernel:?}");
         }
     }
 
