@@ -259,7 +259,8 @@ def default_precisions():
     resolves it on this CPU (src/qa/precision.rs)."""
     config = tomllib.loads((ROOT / "config" / "default.toml").read_text(encoding="utf-8"))
     flags = cpu_flags()
-    auto = ("int8" if "amx_int8" in flags else "bf16" if "avx512_bf16" in flags
+    vnni = {"avx512f", "avx512bw", "avx512_vnni"} <= flags
+    auto = ("int8" if "amx_int8" in flags or vnni else "bf16" if "avx512_bf16" in flags
             else "int8" if "avx2" in flags else "fp32")
     return {task: auto if section.get("precision") == "auto" else section.get("precision", "fp32")
             for task, section in config.items() if isinstance(section, dict)}
