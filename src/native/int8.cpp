@@ -122,40 +122,6 @@ levels_avx2(const float *x, int64_t count, uint8_t *out) {
   return levels;
 }
 
-// The same levels as `levels_plain`, 16 values at a time, on the CPUs the
-// VNNI kernel runs on.
-__attribute__((target("avx512f,avx512bw"))) RowLevels
-levels_avx512(const float *x, int64_t count, uint8_t *out) {
-  __m512 low = _mm512_setzero_ps(), high = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= count; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    low = _mm512_min_ps(low, v);
-    high = _mm512_max_ps(high, v);
-  }
-  float lo = _mm512_reduce_min_ps(low), hi = _mm512_reduce_max_ps(high);
-  for (; i < count; ++i) {
-    lo = std::min(lo, x[i]);
-    hi = std::max(hi, x[i]);
-  }
-  const RowLevels levels = levels_over(lo, hi);
-  const float inverse = 1.f / levels.scale;
-  const int32_t zero_point = levels.zero_point;
-  const __m512 times = _mm512_set1_ps(inverse);
-  const __m512i shift = _mm512_set1_epi32(zero_point);
-  const __m512i none = _mm512_setzero_si512();
-  i = 0;
-  for (; i + 16 <= count; i += 16) {
-    const __m512i level = _mm512_add_epi32(
-        _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), times)), shift);
-    // Clamped below here, above by the unsigned saturating narrowing.
-    _mm_storeu_si128(reinterpret_cast<__m128i *>(out + i),
-                     _mm512_cvtusepi32_epi8(_mm512_max_epi32(level, none)));
-  }
-  to_levels(x, i, count, levels, out);
-  return levels;
-}
-
 bool has_avx2() {
   static const bool has =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -432,9 +398,8 @@ extern "C" tensor nlp_int8_linear(tensor input, tensor packed, tensor sums,
                        for (int64_t r = begin; r < end; ++r) {
                          const float *row = values + r * in;
                          uint8_t *to = levels.data() + r * width;
-                         row_levels[r] = vnni     ? levels_avx512(row, in, to)
-                                         : vector ? levels_avx2(row, in, to)
-                                                  : levels_plain(row, in, to);
+                         row_levels[r] =
+                             vector ? levels_avx2(row, in, to) : levels_plain(row, in, to);
                        }
                      });
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
