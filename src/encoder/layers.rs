@@ -224,20 +224,10 @@ pub fn project_add(linear: &Linear, input: &Tensor, residual: Tensor) -> Tensor 
         return linear.forward(input) + residual;
     };
     // int8 shares on src/native/int8.cpp add into the residual's rows.
-    let rows = match linear.writes_into() {
-        Some(outputs) if residual.is_contiguous() => residual
-            .f_view([-1, outputs])
-            .unwrap_or_else(|_| residual.shallow_clone()),
-        _ => residual.shallow_clone(),
-    };
-    match shares::add_in_shares(
-        linear,
-        chunks.iter().map(Tensor::shallow_clone).collect(),
-        rows,
-    ) {
-        Ok(sum) => shaped(sum, input),
-        Err(_) => shaped(shares::forward_in_shares(linear, chunks), input) + residual,
+    if shares::add_in_shares(linear, &chunks, &residual) {
+        return residual;
     }
+    shaped(shares::forward_in_shares(linear, chunks), input) + residual
 }
 
 /// [windows, 1, 1, keys]: every query sees every real token of its window.

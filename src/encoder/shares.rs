@@ -84,29 +84,25 @@ pub fn forward_in_shares(linear: &Linear, chunks: Vec<Tensor>) -> Tensor {
     Tensor::cat(&outputs, 0)
 }
 
-/// `linear(chunks) + residual` with each share's sum written in place into
-/// its rows of `residual` ([sum of rows, out]), which it returns: the
-/// residual sum in the product's pass (an fp32 read and write of the
-/// output fewer). Gives `residual` back where that cannot be done: no
-/// pool, a layer that does not write into a buffer, or a residual not
-/// contiguous fp32 of the output's shape.
-pub fn add_in_shares(
-    linear: &Linear,
-    chunks: Vec<Tensor>,
-    residual: Tensor,
-) -> Result<Tensor, Tensor> {
+/// Adds `linear(chunks)` in place to `residual` (contiguous fp32 with the
+/// output's elements, in any shape), each share into its rows: the residual
+/// sum in the product's pass (an fp32 read and write of the output fewer).
+/// False, `residual` untouched, where that cannot be done: no pool, a layer
+/// that does not write into a buffer, or another residual.
+pub fn add_in_shares(linear: &Linear, chunks: &[Tensor], residual: &Tensor) -> bool {
     let (Some(pool), Some(outputs)) = (pool(), linear.writes_into()) else {
-        return Err(residual);
+        return false;
     };
     let rows: i64 = chunks.iter().map(|chunk| chunk.size()[0]).sum();
     if residual.kind() != Kind::Float
         || !residual.is_contiguous()
-        || residual.size() != [rows, outputs]
+        || residual.numel() != usize::try_from(rows * outputs).unwrap_or(usize::MAX)
     {
-        return Err(residual);
+        return false;
     }
-    into_rows(pool, linear, chunks, &residual, true);
-    Ok(residual)
+    let chunks = chunks.iter().map(Tensor::shallow_clone).collect();
+    into_rows(pool, linear, chunks, &residual.view([rows, outputs]), true);
+    true
 }
 
 /// Each of `chunks` through `linear` on the pool's threads, written (or
@@ -199,16 +195,15 @@ mod tests {
             return;
         }
         let expected = layer.forward(&input) + &residual;
-        let storage = residual.copy();
-        let pointer = storage.data_ptr();
-        let sum = add_in_shares(&layer, input.chunk(3, 0), storage).expect("adds in place");
-        assert_eq!(sum.data_ptr(), pointer);
+        let sum = residual.copy();
+        assert!(add_in_shares(&layer, &input.chunk(3, 0), &sum));
         assert!(sum.equal(&expected));
         let wrong = residual.narrow(0, 0, 69).copy();
-        let given_back =
-            add_in_shares(&layer, input.chunk(3, 0), wrong.shallow_clone()).expect_err("refused");
-        assert!(given_back.equal(&residual.narrow(0, 0, 69)));
+        assert!(!add_in_shares(&layer, &input.chunk(3, 0), &wrong));
+        assert!(wrong.equal(&residual.narrow(0, 0, 69)));
         let fp32 = Linear::new(&weight, None, crate::generation::linear::Precision::Fp32);
-        assert!(add_in_shares(&fp32, input.chunk(3, 0), residual.copy()).is_err());
+        let untouched = residual.copy();
+        assert!(!add_in_shares(&fp32, &input.chunk(3, 0), &untouched));
+        assert!(untouched.equal(&residual));
     }
 }
