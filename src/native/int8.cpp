@@ -14,6 +14,7 @@
 
 #include "boundary.h"
 #include "crew.h"
+#include "simd.h"
 
 #include <immintrin.h>
 
@@ -238,36 +239,12 @@ tile_avx2(const Problem &p, int64_t row, int64_t block) {
   }
 }
 
-// `tile(std::integral_constant<int, ROWS>{}, row)` over `rows` rows, four
-// at a time and the last one to three together, so that each tile's
-// weights serve as many rows as its registers hold.
-template <typename Tile>
-inline void in_fours(int64_t rows, const Tile &tile) {
-  int64_t row = 0;
-  for (; row + 4 <= rows; row += 4) {
-    tile(std::integral_constant<int, 4>{}, row);
-  }
-  switch (rows - row) {
-  case 3:
-    tile(std::integral_constant<int, 3>{}, row);
-    break;
-  case 2:
-    tile(std::integral_constant<int, 2>{}, row);
-    break;
-  case 1:
-    tile(std::integral_constant<int, 1>{}, row);
-    break;
-  default:
-    break;
-  }
-}
-
 // Blocks [first, last), every row of each block while its weights are in
 // cache.
 __attribute__((target("avx2,fma"))) void blocks_avx2(const Problem &p, int64_t first,
                                                      int64_t last) {
   for (int64_t block = first; block < last; ++block) {
-    in_fours(p.rows, [&](auto rows, int64_t row) {
+    nlp::in_fours(p.rows, [&](auto rows, int64_t row) {
       tile_avx2<decltype(rows)::value>(p, row, block);
     });
   }
@@ -336,7 +313,7 @@ tile_vnni(const Problem &p, int64_t row, int64_t block) {
 template <int BLOCKS>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void
 rows_vnni(const Problem &p, int64_t block) {
-  in_fours(p.rows, [&](auto rows, int64_t row) {
+  nlp::in_fours(p.rows, [&](auto rows, int64_t row) {
     tile_vnni<decltype(rows)::value, BLOCKS>(p, row, block);
   });
 }

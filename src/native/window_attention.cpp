@@ -16,6 +16,7 @@
 
 #include "boundary.h"
 #include "crew.h"
+#include "simd.h"
 
 #include <immintrin.h>
 
@@ -28,10 +29,9 @@
 
 namespace {
 
-// Queries per block, and key blocks (of 16) or value blocks (of 16
-// dimensions) per register tile: 4 x 4 sums in registers.
+// Queries per block; key blocks (of 16) or value blocks (of 16 dimensions)
+// go four to a register tile (nlp::in_fours): 4 x 4 sums in registers.
 constexpr int QUERIES = 4;
-constexpr int TILE = 4;
 constexpr int64_t LANES = 16;
 
 struct Problem {
@@ -172,28 +172,6 @@ value_tile(const Scratch &s, int64_t padded, int64_t dim, int64_t block, const f
   }
 }
 
-// `tile(std::integral_constant<int, N>{}, first)` over [0, count) in steps
-// of TILE, the last step shorter.
-template <typename Tile> inline void in_tiles(int64_t count, const Tile &tile) {
-  int64_t first = 0;
-  for (; first + TILE <= count; first += TILE) {
-    tile(std::integral_constant<int, TILE>{}, first);
-  }
-  switch (count - first) {
-  case 3:
-    tile(std::integral_constant<int, 3>{}, first);
-    break;
-  case 2:
-    tile(std::integral_constant<int, 2>{}, first);
-    break;
-  case 1:
-    tile(std::integral_constant<int, 1>{}, first);
-    break;
-  default:
-    break;
-  }
-}
-
 // Keys and values of one (window, head) from its rows of `qkv` into the
 // scratch layouts; returns the padded key count (0: no key visible).
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) int64_t
@@ -309,12 +287,12 @@ attend_head(const Problem &p, int64_t window, int64_t head, Scratch &s) {
     float *target = out + first * width;
     const auto block = [&](auto queries_in_block) {
       constexpr int ROWS = decltype(queries_in_block)::value;
-      in_tiles(key_blocks, [&](auto kb, int64_t block) {
+      nlp::in_fours(key_blocks, [&](auto kb, int64_t block) {
         score_tile<ROWS, decltype(kb)::value>(s, queries, dim, padded, block, p.scale,
                                               s.scores.data());
       });
       softmax_rows(s, ROWS, padded, inverse);
-      in_tiles(value_blocks, [&](auto db, int64_t block) {
+      nlp::in_fours(value_blocks, [&](auto db, int64_t block) {
         value_tile<ROWS, decltype(db)::value>(s, padded, dim, block, inverse, target, width);
       });
     };
