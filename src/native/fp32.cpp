@@ -8,7 +8,11 @@
 // The weights are read where they were loaded, in either layout: [out, in]
 // rows (a PyTorch Linear: each output a dot product of a weight row and an
 // input row) or the transpose of [in, out] (GPT-2's Conv1D: each input
-// adds a multiple of a weight row to the outputs).
+// adds a multiple of a weight row to the outputs). Where the CPU has
+// AVX-512, a prompt's rows in the [in, out] layout run on register tiles
+// instead (`gemm_tile`): libtorch's MKL sgemm copies the whole weight
+// matrix into its own layout on every call, as long as its product takes
+// for a 32-token prompt.
 #include <ATen/ATen.h>
 
 #include "boundary.h"
@@ -141,12 +145,104 @@ __attribute__((target("avx2,fma"))) void axpy_inputs(const Layer &l, int64_t fir
   }
 }
 
+// Up to this many rows in one tile of the [in, out] layout: two registers
+// of outputs per row, 24 accumulators of AVX-512's 32 registers.
+constexpr int TILE_ROWS = 12;
+// Outputs per tile of the [in, out] layout (two AVX-512 registers).
+constexpr int64_t TILE_COLUMNS = 32;
+
+// Rows [row, row + ROWS) x outputs [c, c + 32) of the [in, out] layout over
+// every input: each input's two registers of weights times each row's
+// input, broadcast. The caller runs every row group of one column slab in
+// turn, so the slab ([in, 32]: 96 KB to 384 KB) is read from memory once
+// and from L2 after.
+template <int ROWS>
+__attribute__((target("avx512f"))) void gemm_tile(const Layer &l, int64_t row, int64_t c) {
+  const int64_t left = l.out - c;
+  const __mmask16 m0 = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+  const __mmask16 m1 =
+      left >= 32 ? 0xFFFF : left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1);
+  __m512 a0[ROWS], a1[ROWS];
+  const __m512 b0 = l.bias ? _mm512_maskz_loadu_ps(m0, l.bias + c) : _mm512_setzero_ps();
+  const __m512 b1 = l.bias ? _mm512_maskz_loadu_ps(m1, l.bias + c + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int r = 0; r < ROWS; ++r) {
+    a0[r] = b0;
+    a1[r] = b1;
+  }
+  const float *w = l.weight + c;
+  const float *x = l.x + row * l.in;
+  const int64_t in = l.in, out = l.out;
+  if (left >= TILE_COLUMNS) {
+    for (int64_t i = 0; i < in; ++i) {
+      const float *wi = w + i * out;
+      // Each input's weights lie a whole row of outputs apart: a stride
+      // the hardware prefetchers do not follow across pages.
+      _mm_prefetch(reinterpret_cast<const char *>(wi + 32 * out), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char *>(wi + 32 * out + 16), _MM_HINT_T0);
+      const __m512 w0 = _mm512_loadu_ps(wi);
+      const __m512 w1 = _mm512_loadu_ps(wi + 16);
+#pragma GCC unroll 16
+      for (int r = 0; r < ROWS; ++r) {
+        const __m512 xs = _mm512_set1_ps(x[r * in + i]);
+        a0[r] = _mm512_fmadd_ps(xs, w0, a0[r]);
+        a1[r] = _mm512_fmadd_ps(xs, w1, a1[r]);
+      }
+    }
+  } else {
+    for (int64_t i = 0; i < in; ++i) {
+      const __m512 w0 = _mm512_maskz_loadu_ps(m0, w + i * out);
+      const __m512 w1 = _mm512_maskz_loadu_ps(m1, w + i * out + 16);
+#pragma GCC unroll 16
+      for (int r = 0; r < ROWS; ++r) {
+        const __m512 xs = _mm512_set1_ps(x[r * in + i]);
+        a0[r] = _mm512_fmadd_ps(xs, w0, a0[r]);
+        a1[r] = _mm512_fmadd_ps(xs, w1, a1[r]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < ROWS; ++r) {
+    float *y = l.y + (row + r) * out + c;
+    _mm512_mask_storeu_ps(y, m0, a0[r]);
+    _mm512_mask_storeu_ps(y + 16, m1, a1[r]);
+  }
+}
+
+template <int ROWS>
+void gemm_rows(const Layer &l, int64_t row, int64_t c, int64_t rows) {
+  if constexpr (ROWS > 1) {
+    if (rows < ROWS) {
+      gemm_rows<ROWS - 1>(l, row, c, rows);
+      return;
+    }
+  }
+  gemm_tile<ROWS>(l, row, c);
+}
+
+// Output slabs [first, last) of 32 of the [in, out] layout, every row.
+void gemm_slabs(const Layer &l, int64_t first, int64_t last) {
+  for (int64_t slab = first; slab < last; ++slab) {
+    for (int64_t row = 0; row < l.rows; row += TILE_ROWS) {
+      gemm_rows<TILE_ROWS>(l, row, slab * TILE_COLUMNS, std::min<int64_t>(TILE_ROWS, l.rows - row));
+    }
+  }
+}
+
 }  // namespace
 
 // Whether this CPU runs `nlp_fp32_linear` (AVX2 and FMA).
 extern "C" int nlp_fp32_linear_available() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+
+// Whether this CPU runs `nlp_fp32_linear`'s register tiles over many rows
+// of the [in, out] layout (AVX-512).
+extern "C" int nlp_fp32_tiles_available() { return __builtin_cpu_supports("avx512f"); }
+
+// From this many rows the [in, out] layout runs on register tiles (where
+// the CPU has AVX-512) instead of per-input partial sums.
+constexpr int64_t TILES_FROM_ROWS = 9;
 
 // `input` [..., in] fp32 times `weight` ([out, in] fp32, its rows or its
 // columns contiguous) plus `bias` ([out] or undefined), on `threads` threads
@@ -181,6 +277,12 @@ extern "C" tensor nlp_fp32_linear(tensor input, tensor weight, tensor bias, int6
       const int64_t per_chunk = std::max<int64_t>(1, tiles / parts) * DOT_OUTPUTS;
       nlp::share(threads, (out + per_chunk - 1) / per_chunk, [&](int64_t chunk) {
         dot_outputs(layer, chunk * per_chunk, std::min(out, (chunk + 1) * per_chunk));
+      });
+    } else if (layer.rows >= TILES_FROM_ROWS && nlp_fp32_tiles_available()) {
+      const int64_t slabs = (out + TILE_COLUMNS - 1) / TILE_COLUMNS;
+      const int64_t per_chunk = std::max<int64_t>(1, slabs / parts);
+      nlp::share(threads, (slabs + per_chunk - 1) / per_chunk, [&](int64_t chunk) {
+        gemm_slabs(layer, chunk * per_chunk, std::min(slabs, (chunk + 1) * per_chunk));
       });
     } else {
       const int64_t per_chunk = std::max<int64_t>(4, (in / parts + 3) / 4 * 4);

@@ -11,6 +11,7 @@ use super::{returned, tensor};
 
 extern "C" {
     fn nlp_fp32_linear_available() -> i32;
+    fn nlp_fp32_tiles_available() -> i32;
     fn nlp_fp32_linear(input: tensor, weight: tensor, bias: tensor, threads: i64) -> tensor;
 }
 
@@ -19,6 +20,21 @@ pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     // SAFETY: reads the CPU's features.
     *AVAILABLE.get_or_init(|| unsafe { nlp_fp32_linear_available() } != 0)
+}
+
+/// Whether this CPU runs the kernel's register tiles (AVX-512), which take
+/// many rows of the [in, out] layout (a prompt's) at once.
+pub fn tiles_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    // SAFETY: reads the CPU's features.
+    *AVAILABLE.get_or_init(|| unsafe { nlp_fp32_tiles_available() } != 0)
+}
+
+/// Whether `weight` ([out, in]) is the transpose of an [in, out] matrix
+/// (GPT-2's Conv1D), the layout the register tiles read.
+pub fn columns_contiguous(weight: &Tensor) -> bool {
+    let size = weight.size();
+    size.len() == 2 && weight.stride() == [1, size[0]]
 }
 
 /// Whether the kernel reads `weight` ([out, in] fp32 on the CPU) in place:
@@ -64,14 +80,17 @@ mod tests {
             return;
         }
         tch::manual_seed(21);
-        // Odd sizes: partial vectors, partial tiles of both layouts.
+        // Odd sizes: partial vectors, partial tiles of both layouts; from 9
+        // rows the [in, out] layout runs on AVX-512 register tiles of 12
+        // rows and 32 outputs (13 and 37 rows leave one row over, 37 and
+        // 101 outputs a partial slab, 3 outputs less than a register).
         for (outputs, inputs) in [(37, 70), (64, 64), (101, 13), (3, 9)] {
             let rows_layout = Tensor::randn([outputs, inputs], (Kind::Float, Device::Cpu));
             let columns_layout = Tensor::randn([inputs, outputs], (Kind::Float, Device::Cpu));
             let bias = Tensor::randn([outputs], (Kind::Float, Device::Cpu));
             for weight in [rows_layout, columns_layout.transpose(0, 1)] {
                 assert!(takes(&weight));
-                for rows in [1, 2, 5] {
+                for rows in [1, 2, 5, 9, 13, 24, 37] {
                     let input = Tensor::randn([rows, inputs], (Kind::Float, Device::Cpu));
                     for bias in [None, Some(&bias)] {
                         let expected = input.linear(&weight, bias);
