@@ -173,32 +173,20 @@ __attribute__((target("avx512f"))) void gemm_tile(const Layer &l, int64_t row, i
   const float *w = l.weight + c;
   const float *x = l.x + row * l.in;
   const int64_t in = l.in, out = l.out;
-  if (left >= TILE_COLUMNS) {
-    for (int64_t i = 0; i < in; ++i) {
-      const float *wi = w + i * out;
-      // Each input's weights lie a whole row of outputs apart: a stride
-      // the hardware prefetchers do not follow across pages.
-      _mm_prefetch(reinterpret_cast<const char *>(wi + 32 * out), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char *>(wi + 32 * out + 16), _MM_HINT_T0);
-      const __m512 w0 = _mm512_loadu_ps(wi);
-      const __m512 w1 = _mm512_loadu_ps(wi + 16);
+  for (int64_t i = 0; i < in; ++i) {
+    const float *wi = w + i * out;
+    // Each input's weights lie a whole row of outputs apart: a stride the
+    // hardware prefetchers do not follow across pages. (Prefetches past the
+    // matrix do not fault.)
+    _mm_prefetch(reinterpret_cast<const char *>(wi + 32 * out), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char *>(wi + 32 * out + 16), _MM_HINT_T0);
+    const __m512 w0 = _mm512_maskz_loadu_ps(m0, wi);
+    const __m512 w1 = _mm512_maskz_loadu_ps(m1, wi + 16);
 #pragma GCC unroll 16
-      for (int r = 0; r < ROWS; ++r) {
-        const __m512 xs = _mm512_set1_ps(x[r * in + i]);
-        a0[r] = _mm512_fmadd_ps(xs, w0, a0[r]);
-        a1[r] = _mm512_fmadd_ps(xs, w1, a1[r]);
-      }
-    }
-  } else {
-    for (int64_t i = 0; i < in; ++i) {
-      const __m512 w0 = _mm512_maskz_loadu_ps(m0, w + i * out);
-      const __m512 w1 = _mm512_maskz_loadu_ps(m1, w + i * out + 16);
-#pragma GCC unroll 16
-      for (int r = 0; r < ROWS; ++r) {
-        const __m512 xs = _mm512_set1_ps(x[r * in + i]);
-        a0[r] = _mm512_fmadd_ps(xs, w0, a0[r]);
-        a1[r] = _mm512_fmadd_ps(xs, w1, a1[r]);
-      }
+    for (int r = 0; r < ROWS; ++r) {
+      const __m512 xs = _mm512_set1_ps(x[r * in + i]);
+      a0[r] = _mm512_fmadd_ps(xs, w0, a0[r]);
+      a1[r] = _mm512_fmadd_ps(xs, w1, a1[r]);
     }
   }
 #pragma GCC unroll 16

@@ -44,7 +44,7 @@ pub fn takes(weight: &Tensor) -> bool {
     weight.kind() == Kind::Float
         && weight.device() == tch::Device::Cpu
         && size.len() == 2
-        && (stride == [size[1], 1] || stride == [1, size[0]])
+        && (stride == [size[1], 1] || columns_contiguous(weight))
 }
 
 /// `input` [..., in] fp32 times `weight` ([out, in], `takes`) plus `bias`,
