@@ -6,8 +6,9 @@
 //! src/native/ops.cpp, the libtorch operations tch does not reach, against
 //! the same libtorch's headers, with src/native/int8.cpp, fp32.cpp and
 //! attention.cpp (int8 and few-row fp32 linear layers, a decoding step's
-//! attention, on helper threads of crew.h) and window_attention.cpp (an
-//! encoder's attention in bf16).
+//! attention, on helper threads of crew.h), window_attention.cpp (an
+//! encoder's attention in bf16) and beam.cpp (a beam search step's
+//! candidates).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -22,6 +23,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/native/fp32.cpp");
     println!("cargo:rerun-if-changed=src/native/attention.cpp");
     println!("cargo:rerun-if-changed=src/native/window_attention.cpp");
+    println!("cargo:rerun-if-changed=src/native/beam.cpp");
     println!("cargo:rerun-if-changed=src/native/crew.h");
     println!("cargo:rerun-if-changed=src/native/boundary.h");
     println!("cargo:rerun-if-changed=src/native/simd.h");
@@ -50,6 +52,7 @@ fn main() {
         .file("src/native/fp32.cpp")
         .file("src/native/attention.cpp")
         .file("src/native/window_attention.cpp")
+        .file("src/native/beam.cpp")
         .compile("nlp_native");
     link_openmp(Path::new(&lib));
 }

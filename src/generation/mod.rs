@@ -9,6 +9,8 @@
 //! (`seq2seq`), decoded by greedy or beam search (`search`); Marian
 //! (`marian`) is the first.
 
+pub mod bans;
+pub mod candidates;
 pub mod checkpoint;
 pub mod decoder;
 pub mod detokenize;

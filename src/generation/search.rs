@@ -8,8 +8,10 @@
 //! at its own length), and a source whose search has ended leaves at
 //! once, so that a scheduler can keep one batch running for every request.
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
+use super::bans::Bans;
+use super::candidates;
 use super::seq2seq::{DecoderState, EarlyStopping, Seq2SeqLm};
 
 /// How sources are decoded.
@@ -203,71 +205,6 @@ impl<K> Search<K> {
     }
 }
 
-/// Sets banned continuations to -inf in `scores` ([rows, vocab]), given
-/// each row's tokens so far (start token included), as transformers'
-/// min-length, bad-words and forced-EOS processors do.
-fn process(
-    model: &dyn Seq2SeqLm,
-    scores: &mut Tensor,
-    histories: &[&[i64]],
-    options: &SearchOptions,
-) {
-    let eos = model.eos_id();
-    // transformers counts the start token in `cur_len`.
-    let max_length = options.max_new_tokens + 1;
-    let vocab = scores.size()[1];
-    // Tokens banned for every row at once (single-token bad words), then
-    // per-row bans: multi-token bad words whose prefix a row has just
-    // written, the end token before the minimum length.
-    let mut columns: Vec<i64> = Vec::new();
-    let mut cells: Vec<(i64, i64)> = Vec::new();
-    for bad in &model.generation().bad_words_ids {
-        match bad.split_last() {
-            Some((&last, [])) => columns.push(last),
-            Some((&last, prefix)) => {
-                for (row, history) in histories.iter().enumerate() {
-                    if history.ends_with(prefix) {
-                        cells.push((row as i64, last));
-                    }
-                }
-            }
-            None => {}
-        }
-    }
-    let too_short: Vec<i64> = (0..histories.len() as i64)
-        .filter(|&row| histories[row as usize].len() < options.min_new_tokens + 1)
-        .collect();
-    if too_short.len() == histories.len() {
-        columns.push(eos);
-    } else {
-        cells.extend(too_short.into_iter().map(|row| (row, eos)));
-    }
-    columns.retain(|token| (0..vocab).contains(token));
-    if !columns.is_empty() {
-        let index = Tensor::from_slice(&columns).to_device(scores.device());
-        let _ = scores.index_fill_(1, &index, f64::NEG_INFINITY);
-    }
-    for (row, token) in cells {
-        if (0..vocab).contains(&token) {
-            let _ = scores.get(row).get(token).fill_(f64::NEG_INFINITY);
-        }
-    }
-    if let Some(forced) = model.generation().forced_eos_token_id {
-        if (0..vocab).contains(&forced) {
-            for (row, history) in histories.iter().enumerate() {
-                if history.len() + 1 == max_length {
-                    // As transformers: every other token -inf, the forced one
-                    // 0 (so a beam's score is unchanged by its forced last
-                    // token).
-                    let mut row = scores.get(row as i64);
-                    let _ = row.fill_(f64::NEG_INFINITY);
-                    let _ = row.get(forced).fill_(0.0);
-                }
-            }
-        }
-    }
-}
-
 /// Greedy search's step over `logits` ([sources, vocab]): each source takes
 /// its top token. Returns the rows of the sources still searching and which
 /// sources are done.
@@ -283,7 +220,7 @@ fn greedy_step<K>(
         .iter()
         .map(|source| source.running[0].0.as_slice())
         .collect();
-    process(model, &mut scores, &histories, options);
+    Bans::new(model, &histories, options, scores.size()[1]).apply(&mut scores);
     let next = Vec::<i64>::try_from(scores.argmax(-1, false)).unwrap_or_default();
     let mut rows = Vec::with_capacity(sources.len());
     let mut done = Vec::with_capacity(sources.len());
@@ -311,42 +248,19 @@ fn beam_step<K>(
     let width = options.num_beams;
     let eos = model.eos_id();
     let max_length = options.max_new_tokens + 1;
-    let mut scores = logits.log_softmax(-1, Kind::Float);
     let histories: Vec<&[i64]> = sources
         .iter()
         .flat_map(|source| source.running.iter().map(|(tokens, _)| tokens.as_slice()))
         .collect();
-    process(model, &mut scores, &histories, options);
     let running: Vec<f32> = sources
         .iter()
         .flat_map(|source| source.running.iter().map(|&(_, score)| score))
         .collect();
-    let vocab = scores.size()[1] as usize;
-    // One copy of the log-probabilities; each beam's running score is added
-    // while scanning (as transformers' `log_probs + beam_scores`).
-    let copied;
-    let log_probs = match cpu_f32_values(&scores) {
-        Some(values) => values,
-        None => {
-            copied = Vec::<f32>::try_from(scores.flatten(0, -1)).unwrap_or_default();
-            copied.as_slice()
-        }
-    };
-
-    let span = width * vocab;
+    let bans = Bans::new(model, &histories, options, logits.size()[1]);
+    let best = candidates::best(logits, &bans, &running, width);
     let mut next_rows: Vec<usize> = Vec::new();
     let mut done = Vec::with_capacity(sources.len());
-    for (index, search) in sources.iter_mut().enumerate() {
-        let rows = log_probs
-            .get(index * span..(index + 1) * span)
-            .unwrap_or(&[]);
-        let offsets = running
-            .get(index * width..(index + 1) * width)
-            .unwrap_or(&[]);
-        let candidates: Vec<(f32, usize, i64)> = top_k(rows, vocab, offsets, 2 * width)
-            .into_iter()
-            .map(|(score, flat)| (score, flat / vocab, (flat % vocab) as i64))
-            .collect();
+    for (index, (search, candidates)) in sources.iter_mut().zip(best).enumerate() {
         let cur_len = search.length();
         let hits = |token: i64| token == eos || cur_len + 1 >= max_length;
         // Finished hypotheses: only among the best `width` candidates.
@@ -416,129 +330,4 @@ fn beam_step<K>(
         done.push(finished);
     }
     (next_rows, done)
-}
-
-/// The `k` largest of `values[i] + offsets[i / width]` with their indices,
-/// largest first (an earlier index first among equals). One pass, cheaper
-/// than libtorch's topk over a beam's `num_beams * vocab` scores.
-fn top_k(values: &[f32], width: usize, offsets: &[f32], k: usize) -> Vec<(f32, usize)> {
-    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-    if k == 0 {
-        return best;
-    }
-    let width = width.max(1);
-    let mut threshold = f32::NEG_INFINITY;
-    for (row, (values, &offset)) in values.chunks(width).zip(offsets).enumerate() {
-        for (block, chunk) in values.chunks(BLOCK).enumerate() {
-            // Most blocks hold nothing above the threshold once `best` is
-            // full: their maximum (a vectorised pass) says so.
-            if best.len() == k && block_max(chunk) + offset <= threshold {
-                continue;
-            }
-            for (place, &value) in chunk.iter().enumerate() {
-                let total = value + offset;
-                // -inf (a banned token) never enters, as in transformers only
-                // when nothing else is left; there always is.
-                if total <= threshold && best.len() == k {
-                    continue;
-                }
-                let at = best.partition_point(|&(kept, _)| kept >= total);
-                best.insert(at, (total, row * width + block * BLOCK + place));
-                best.truncate(k);
-                if best.len() == k {
-                    threshold = best[k - 1].0;
-                }
-            }
-        }
-    }
-    best
-}
-
-/// The values of a contiguous fp32 tensor on the CPU, read in place (the
-/// log-probabilities of a 64-row step are 15 MB: copying them out took
-/// as long as scanning them). None for any other tensor.
-fn cpu_f32_values(tensor: &Tensor) -> Option<&[f32]> {
-    let readable = tensor.device() == tch::Device::Cpu
-        && tensor.kind() == Kind::Float
-        && tensor.is_contiguous();
-    if !readable {
-        return None;
-    }
-    let count = tensor.numel();
-    if count == 0 {
-        return Some(&[]);
-    }
-    // SAFETY: the tensor is a contiguous fp32 CPU tensor of `count` values
-    // starting at `data_ptr`; the slice borrows `tensor`, so the storage
-    // outlives it, and nothing writes to it while it is borrowed (the
-    // caller's scores are not modified after this point).
-    Some(unsafe { std::slice::from_raw_parts(tensor.data_ptr() as *const f32, count) })
-}
-
-/// Values `top_k` skips at once when none passes its threshold.
-const BLOCK: usize = 64;
-
-/// The largest of `values` (NaN-free log-probabilities), in lanes the
-/// compiler vectorises.
-fn block_max(values: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let mut chunks = values.chunks_exact(16);
-    for chunk in &mut chunks {
-        for (lane, &value) in lanes.iter_mut().zip(chunk) {
-            *lane = if value > *lane { value } else { *lane };
-        }
-    }
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    lanes.iter().fold(tail, |a, &b| if b > a { b } else { a })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::top_k;
-
-    #[test]
-    fn top_k_takes_the_largest_first_and_the_earliest_among_equals() {
-        let values = [0.5, f32::NEG_INFINITY, 2.0, 0.5, -1.0, 2.0, 3.0, 0.0];
-        // Two rows of four: the second row's values gain 1.0.
-        let offsets = [0.0, 1.0];
-        assert_eq!(
-            top_k(&values, 4, &offsets, 4),
-            [(4.0, 6), (3.0, 5), (2.0, 2), (1.0, 7)]
-        );
-        assert_eq!(top_k(&values, 4, &offsets, 10).len(), values.len());
-        assert!(top_k(&values, 4, &offsets, 0).is_empty());
-        assert_eq!(top_k(&[1.0, 1.0], 2, &[0.0], 1), [(1.0, 0)]);
-    }
-
-    /// Over rows of many blocks, with ties and banned tokens, the block
-    /// skipping gives what sorting every value gives.
-    #[test]
-    fn top_k_over_blocks_is_a_full_sort() {
-        let width = 1000;
-        let rows = 4;
-        // Coarse values (many ties), a few banned, the best late in a row.
-        let values: Vec<f32> = (0..rows * width)
-            .map(|i| match i % 97 {
-                0 => f32::NEG_INFINITY,
-                _ => ((i * 7919) % 61) as f32 * 0.25 - 10.0 + (i % width) as f32 * 1e-3,
-            })
-            .collect();
-        let offsets = [0.0, -0.5, 0.75, -3.0];
-        let mut sorted: Vec<(f32, usize)> = values
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (v + offsets[i / width], i))
-            .collect();
-        sorted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        for k in [1, 8, 100] {
-            assert_eq!(
-                top_k(&values, width, &offsets, k),
-                sorted[..k].to_vec(),
-                "k {k}"
-            );
-        }
-    }
 }

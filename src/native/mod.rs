@@ -11,6 +11,7 @@
 use std::ffi::{c_char, c_double, c_int, CStr};
 
 pub mod attention;
+pub mod beam;
 pub mod fp32;
 pub mod int8;
 pub mod window_attention;
