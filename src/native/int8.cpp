@@ -16,7 +16,10 @@
 #include "crew.h"
 #include "simd.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -338,14 +341,148 @@ bool has_vnni() {
   return has;
 }
 
+
+// AMX: from `AMX_FROM_ROWS` rows, on CPUs with AMX-INT8, whole tiles of 16
+// rows x 16 outputs x 64 inputs per instruction (tdpbusd), eight times
+// VNNI's products per cycle. The packed blocks are already the B tiles'
+// layout (16 quads of 16 outputs x 4 inputs, 64 bytes each), and the
+// levels the A tiles' (rows of 64 inputs, `width` apart); sums are exact
+// in 32 bits, so the output is VNNI's to the bit. Layers whose inputs are
+// not a multiple of 64, and fewer rows, stay on VNNI.
+constexpr int64_t TILE = 16;           // rows, outputs and quads of a tile
+constexpr int64_t AMX_FROM_ROWS = 16;  // see the measurements in int8.rs
+
+// Whether this process may run AMX-INT8 tiles: the CPU has them and Linux
+// granted the tile state (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA).
+bool amx_ready() {
+  static const bool ready = [] {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 25))) {
+      return false;
+    }
+    constexpr long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+  }();
+  return ready;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles 0-3 sums (row group r, block b at 2r + b), 4-5 levels (row groups),
+// 6-7 weights (blocks): every tile 16 rows of 64 bytes.
+__attribute__((target("amx-tile,amx-int8"))) void configure_tiles() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = TILE;
+  }
+  _tile_loadconfig(&config);
+}
+
+// Sums of one 16-row x 16-output tile, scaled and written as `tile_vnni`
+// writes them (rows past the problem's skipped).
+__attribute__((target("avx512f"))) void finish_tile(const Problem &p, const int32_t *sums,
+                                                   int64_t row, int64_t block) {
+  const int64_t column = block * BLOCK;
+  const int64_t valid = std::min<int64_t>(BLOCK, p.outputs - column);
+  if (valid <= 0) {
+    return;
+  }
+  const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
+  const __m512i weight_sums = _mm512_loadu_si512(p.sums + column);
+  const __m512 scales = _mm512_loadu_ps(p.scales + column);
+  const __m512 bias = _mm512_loadu_ps(p.bias + column);
+  const int64_t last = std::min<int64_t>(TILE, p.rows - row);
+  for (int64_t r = 0; r < last; ++r) {
+    const RowLevels levels = p.row_levels[row + r];
+    const __m512i exact =
+        _mm512_sub_epi32(_mm512_loadu_si512(sums + r * TILE),
+                         _mm512_mullo_epi32(weight_sums, _mm512_set1_epi32(levels.zero_point)));
+    __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact),
+                                   _mm512_mul_ps(scales, _mm512_set1_ps(levels.scale)), bias);
+    float *target = p.out + (row + r) * p.outputs + column;
+    if (p.add) {
+      value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, target));
+    }
+    _mm512_mask_storeu_ps(target, mask, value);
+  }
+}
+
+// GROUPS row groups of 16 from `row` times BLOCKS blocks from `block`.
+// The levels hold whole row groups (zero rows past the problem's).
+template <int GROUPS, int BLOCKS>
+__attribute__((target("amx-tile,amx-int8,avx512f"))) void tile_amx(const Problem &p, int64_t row,
+                                                                  int64_t block) {
+  const int64_t width = p.quads * QUAD;
+  const int64_t stride = p.quads * BLOCK * QUAD;
+  const int8_t *weights = p.packed + block * stride;
+  const uint8_t *x = p.levels + row * width;
+  // Tile numbers are immediates: each (group, block) pair spelled out.
+  _tile_zero(0);
+  if (BLOCKS > 1) _tile_zero(1);
+  if (GROUPS > 1) _tile_zero(2);
+  if (GROUPS > 1 && BLOCKS > 1) _tile_zero(3);
+  for (int64_t quad = 0; quad < p.quads; quad += TILE) {
+    _tile_loadd(4, x + quad * QUAD, width);
+    if (GROUPS > 1) _tile_loadd(5, x + TILE * width + quad * QUAD, width);
+    _tile_loadd(6, weights + quad * BLOCK * QUAD, BLOCK * QUAD);
+    if (BLOCKS > 1) _tile_loadd(7, weights + stride + quad * BLOCK * QUAD, BLOCK * QUAD);
+    _tile_dpbusd(0, 4, 6);
+    if (BLOCKS > 1) _tile_dpbusd(1, 4, 7);
+    if (GROUPS > 1) _tile_dpbusd(2, 5, 6);
+    if (GROUPS > 1 && BLOCKS > 1) _tile_dpbusd(3, 5, 7);
+  }
+  alignas(64) int32_t sums[TILE * TILE];
+  _tile_stored(0, sums, TILE * 4);
+  finish_tile(p, sums, row, block);
+  if (BLOCKS > 1) {
+    _tile_stored(1, sums, TILE * 4);
+    finish_tile(p, sums, row, block + 1);
+  }
+  if (GROUPS > 1) {
+    _tile_stored(2, sums, TILE * 4);
+    finish_tile(p, sums, row + TILE, block);
+  }
+  if (GROUPS > 1 && BLOCKS > 1) {
+    _tile_stored(3, sums, TILE * 4);
+    finish_tile(p, sums, row + TILE, block + 1);
+  }
+}
+
+// Blocks [first, last), two at a time, over every row group, two at a time.
+__attribute__((target("amx-tile,amx-int8,avx512f"))) void blocks_amx(const Problem &p,
+                                                                    int64_t first,
+                                                                    int64_t last) {
+  configure_tiles();
+  const int64_t groups = (p.rows + TILE - 1) / TILE;
+  for (int64_t block = first; block < last; block += 2) {
+    const bool pair = block + 1 < last;
+    int64_t group = 0;
+    for (; group + 2 <= groups; group += 2) {
+      pair ? tile_amx<2, 2>(p, group * TILE, block) : tile_amx<2, 1>(p, group * TILE, block);
+    }
+    if (group < groups) {
+      pair ? tile_amx<1, 2>(p, group * TILE, block) : tile_amx<1, 1>(p, group * TILE, block);
+    }
+  }
+  _tile_release();
+}
+
 }  // namespace
 
 // `input` [..., in] (fp32 or any kind it converts from) times the packed
 // weights `packed` ([blocks, quads, 16, 4] int8, see the Rust side), with the
 // weight rows' sums, scales and bias ([blocks * 16] each), giving
 // [..., outputs] fp32; `in` must be `inputs`. `kernel` 0 picks the fastest
-// this CPU runs (AVX-512 VNNI, else AVX2, else plain loops); 1 forces AVX2,
-// 2 the plain loops (tests compare them). The product runs on `threads`
+// this CPU runs (AMX from `AMX_FROM_ROWS` rows, else AVX-512 VNNI, else
+// AVX2, else plain loops); 1 forces AVX2, 2 the plain loops, 3 VNNI (tests
+// compare them). The product runs on `threads`
 // threads: the caller and a crew of helpers of its own. Where `into` is
 // defined (contiguous fp32, as many elements as the output), the output is
 // written there and returned in the input's shape, sharing its storage;
@@ -364,10 +501,14 @@ extern "C" tensor nlp_int8_linear(tensor input, tensor packed, tensor sums,
     TORCH_CHECK(blocks * BLOCK >= outputs, "int8 layer has too few blocks");
     const int64_t rows = in == 0 ? 0 : x.numel() / in;
     const bool vector = kernel != 2 && has_avx2();
-    const bool vnni = kernel == 0 && has_vnni();
+    const bool vnni = (kernel == 0 || kernel == 3) && has_vnni();
+    const bool amx = kernel == 0 && vnni && rows >= AMX_FROM_ROWS && quads % TILE == 0 &&
+                     amx_ready();
     const int64_t width = quads * QUAD;
-    // Padding inputs meet zero weights: their levels do not matter.
-    std::vector<uint8_t> levels(rows * width, 0);
+    // Padding inputs meet zero weights: their levels do not matter. AMX
+    // reads whole row groups: the rows past the last are zeros.
+    const int64_t padded = amx ? (rows + TILE - 1) / TILE * TILE : rows;
+    std::vector<uint8_t> levels(padded * width, 0);
     std::vector<RowLevels> row_levels(rows);
     const float *values = x.const_data_ptr<float>();
     at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(in, 1)),
@@ -403,7 +544,9 @@ extern "C" tensor nlp_int8_linear(tensor input, tensor packed, tensor sums,
                           outputs,
                           add != 0};
     const auto blocks_in = [&](int64_t first, int64_t last) {
-      if (vnni) {
+      if (amx) {
+        blocks_amx(problem, first, last);
+      } else if (vnni) {
         blocks_vnni(problem, first, last);
       } else if (vector) {
         blocks_avx2(problem, first, last);

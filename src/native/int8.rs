@@ -1,8 +1,15 @@
 //! The int8 linear layer of src/native/int8.cpp: weights packed in blocks of
 //! 16 output rows with 4 inputs interleaved (the order vpdpbusd and
 //! vpmaddubsw read them in), activations quantised per row inside the call,
-//! and the output written once with scales and bias applied. AVX-512 VNNI,
-//! AVX2 and plain loops, the fastest this CPU has.
+//! and the output written once with scales and bias applied. AMX tiles
+//! (the same packed blocks are their weight tiles), AVX-512 VNNI, AVX2 and
+//! plain loops, the fastest this CPU has.
+//!
+//! AMX from 16 rows: on a 2-vCPU Xeon (Emerald Rapids), two threads, the
+//! VNNI loop against the tiles (microseconds per product): 512 x 512 at 16
+//! rows 36.8 -> 12.2, at 64 rows 134 -> 34; 2,048 outputs x 512 inputs at
+//! 64 rows 578 -> 130; 512 x 2,048 at 64 rows 552 -> 205. At 4 rows the
+//! loop reads the weights once and a tile would waste three quarters.
 
 use tch::{Kind, Tensor};
 
@@ -34,12 +41,15 @@ extern "C" {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(not(test), allow(dead_code))]
 enum Kernel {
-    /// The fastest this CPU has: AVX-512 VNNI, else AVX2, else `Plain`.
+    /// The fastest this CPU has: AMX from 16 rows (on layers whose inputs
+    /// are a multiple of 64), else AVX-512 VNNI, else AVX2, else `Plain`.
     Best = 0,
     /// AVX2 (or `Plain` without it).
     Avx2 = 1,
     /// Scalar loops.
     Plain = 2,
+    /// AVX-512 VNNI, never AMX (else as `Best`).
+    Vnni = 3,
 }
 
 /// An int8 layer's weights in int8.cpp's layout.
@@ -239,6 +249,32 @@ mod tests {
         // Per-row quantisation: a row gives the same alone as in a batch.
         let alone = blocks.forward(&input.get(1).get(2), 1).expect("runs");
         assert!(alone.equal(&output.get(1).get(2)));
+    }
+
+    /// Many rows (AMX's tiles where the CPU has them): the VNNI loop's
+    /// output to the bit, and the quantised product, for row counts that
+    /// fill no tile evenly, odd block counts, and threads sharing blocks.
+    #[test]
+    fn tiles_of_many_rows_give_the_vnni_loops_output() {
+        tch::manual_seed(15);
+        for (rows, outputs, inputs) in [(16, 48, 64), (37, 16 * 7 + 3, 128), (64, 512, 512)] {
+            let (blocks, quantized, scales, bias) = layer(outputs, inputs);
+            let input = Tensor::randn([rows, inputs], (Kind::Float, Device::Cpu)) * 2.0 + 0.3;
+            let expected = reference(&input, &quantized, &scales, &bias);
+            let vnni = blocks.call(&input, 1, Kernel::Vnni, None).expect("runs");
+            for threads in [1, 2] {
+                let best = blocks
+                    .call(&input, threads, Kernel::Best, None)
+                    .expect("runs");
+                assert!(
+                    best.equal(&vnni),
+                    "{rows}x{outputs}x{inputs}, {threads} threads"
+                );
+            }
+            let error = (&vnni - &expected).abs().max().double_value(&[]);
+            let size = expected.abs().max().double_value(&[]);
+            assert!(error < 1e-5 * size, "{rows}x{outputs}x{inputs}: {error}");
+        }
     }
 
     /// Split between threads, every output is computed as on one.
