@@ -253,6 +253,45 @@ __attribute__((target("avx2,fma"))) void blocks_avx2(const Problem &p, int64_t f
   }
 }
 
+// The column terms of one packed block's 16 outputs, for writing rows of
+// them: weight sums, scales, bias, and which of the 16 exist.
+struct OutputBlock {
+  int64_t column;
+  __mmask16 mask;
+  __m512i sums;
+  __m512 scales, bias;
+};
+
+// Block `block`'s terms; false past the last output.
+__attribute__((target("avx512f"))) inline bool output_block(const Problem &p, int64_t block,
+                                                           OutputBlock &out) {
+  const int64_t column = block * BLOCK;
+  const int64_t valid = std::min<int64_t>(BLOCK, p.outputs - column);
+  if (valid <= 0) {
+    return false;
+  }
+  out = OutputBlock{column, static_cast<__mmask16>((1u << valid) - 1u),
+                    _mm512_loadu_si512(p.sums + column), _mm512_loadu_ps(p.scales + column),
+                    _mm512_loadu_ps(p.bias + column)};
+  return true;
+}
+
+// Row `row`'s outputs of block `o` from their int32 sums: corrected for the
+// zero point, scaled, biased, and written (or added, `p.add`).
+__attribute__((target("avx512f"))) inline void finish_row(const Problem &p, const OutputBlock &o,
+                                                         int64_t row, __m512i sum) {
+  const RowLevels levels = p.row_levels[row];
+  const __m512i exact =
+      _mm512_sub_epi32(sum, _mm512_mullo_epi32(o.sums, _mm512_set1_epi32(levels.zero_point)));
+  __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact),
+                                 _mm512_mul_ps(o.scales, _mm512_set1_ps(levels.scale)), o.bias);
+  float *target = p.out + row * p.outputs + o.column;
+  if (p.add) {
+    value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(o.mask, target));
+  }
+  _mm512_mask_storeu_ps(target, o.mask, value);
+}
+
 // ROWS x (16 * BLOCKS) outputs, one AVX-512 register of sums per row and
 // block, each input quad one vpdpbusd per register (the four products added
 // in 32 bits): per quad, BLOCKS loads of weights and ROWS broadcasts of
@@ -288,26 +327,12 @@ tile_vnni(const Problem &p, int64_t row, int64_t block) {
     }
   }
   for (int b = 0; b < BLOCKS; ++b) {
-    const int64_t column = (block + b) * BLOCK;
-    const int64_t valid = std::min<int64_t>(BLOCK, p.outputs - column);
-    if (valid <= 0) {
+    OutputBlock o;
+    if (!output_block(p, block + b, o)) {
       break;
     }
-    const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
-    const __m512i sums = _mm512_loadu_si512(p.sums + column);
-    const __m512 scales = _mm512_loadu_ps(p.scales + column);
-    const __m512 bias = _mm512_loadu_ps(p.bias + column);
     for (int r = 0; r < ROWS; ++r) {
-      const RowLevels levels = p.row_levels[row + r];
-      const __m512i exact = _mm512_sub_epi32(
-          acc[r][b], _mm512_mullo_epi32(sums, _mm512_set1_epi32(levels.zero_point)));
-      __m512 value = _mm512_fmadd_ps(
-          _mm512_cvtepi32_ps(exact), _mm512_mul_ps(scales, _mm512_set1_ps(levels.scale)), bias);
-      float *target = p.out + (row + r) * p.outputs + column;
-      if (p.add) {
-        value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, target));
-      }
-      _mm512_mask_storeu_ps(target, mask, value);
+      finish_row(p, o, row + r, acc[r][b]);
     }
   }
 }
@@ -340,7 +365,6 @@ bool has_vnni() {
                           __builtin_cpu_supports("avx512vnni");
   return has;
 }
-
 
 // AMX: from `AMX_FROM_ROWS` rows, on CPUs with AMX-INT8, whole tiles of 16
 // rows x 16 outputs x 64 inputs per instruction (tdpbusd), eight times
@@ -385,32 +409,17 @@ __attribute__((target("amx-tile,amx-int8"))) void configure_tiles() {
   _tile_loadconfig(&config);
 }
 
-// Sums of one 16-row x 16-output tile, scaled and written as `tile_vnni`
-// writes them (rows past the problem's skipped).
+// Sums of one 16-row x 16-output tile, finished as `tile_vnni` finishes
+// its registers (rows past the problem's skipped).
 __attribute__((target("avx512f"))) void finish_tile(const Problem &p, const int32_t *sums,
                                                    int64_t row, int64_t block) {
-  const int64_t column = block * BLOCK;
-  const int64_t valid = std::min<int64_t>(BLOCK, p.outputs - column);
-  if (valid <= 0) {
+  OutputBlock o;
+  if (!output_block(p, block, o)) {
     return;
   }
-  const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
-  const __m512i weight_sums = _mm512_loadu_si512(p.sums + column);
-  const __m512 scales = _mm512_loadu_ps(p.scales + column);
-  const __m512 bias = _mm512_loadu_ps(p.bias + column);
   const int64_t last = std::min<int64_t>(TILE, p.rows - row);
   for (int64_t r = 0; r < last; ++r) {
-    const RowLevels levels = p.row_levels[row + r];
-    const __m512i exact =
-        _mm512_sub_epi32(_mm512_loadu_si512(sums + r * TILE),
-                         _mm512_mullo_epi32(weight_sums, _mm512_set1_epi32(levels.zero_point)));
-    __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact),
-                                   _mm512_mul_ps(scales, _mm512_set1_ps(levels.scale)), bias);
-    float *target = p.out + (row + r) * p.outputs + column;
-    if (p.add) {
-      value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, target));
-    }
-    _mm512_mask_storeu_ps(target, mask, value);
+    finish_row(p, o, row + r, _mm512_loadu_si512(sums + r * TILE));
   }
 }
 
