@@ -519,12 +519,14 @@ def precision_report(binary, models, smoke, tasks):
 
 
 def previous_results(path):
-    """The nlp-serve rows of an earlier run, for the change table."""
+    """The nlp-serve rows of an earlier run, for the change table, with the peer rows that
+    table divides them by (absolute times move by half between machines and days here)."""
     if not path.exists():
         return None
     previous = json.loads(path.read_text())
+    rows = previous.get("results", [])
     return {"date": previous.get("date"),
-            "results": [e for e in previous.get("results", []) if e["side"] == "nlp-serve"]}
+            "results": [e for e in rows if e["side"] == "nlp-serve" or not is_ours(e["side"])]}
 
 
 def machine_description():
@@ -787,23 +789,46 @@ def roofline_section(summary):
 
 
 def change_section(summary):
-    """nlp-serve (fp32) now against the previous committed run."""
+    """nlp-serve (fp32) now against the previous committed run: absolute, and relative to the
+    peer that served the most requests then (the same side in both runs), which the machine's
+    speed of the day divides out of."""
     previous = summary.get("previous")
     if not previous:
         return []
     lines = [f"## Change since the previous run ({previous['date']})", "",
-             "| scenario | conc. | p50 ms before | p50 ms now | req/s before | req/s now | req/s change |",
-             "|---|---|---|---|---|---|---|"]
+             "Absolute times move by up to half between machines and days here; the last column divides "
+             "each run's req/s by the same peer's in that run (the peer that served the most requests in "
+             "the previous run), so a change in it is ours.", "",
+             "| scenario | conc. | p50 ms before | p50 ms now | req/s before | req/s now | req/s change "
+             "| peer | req/s / peer's before | now | change |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for entry in summary["results"]:
         if entry["side"] != "nlp-serve":
             continue
-        before = next((e for e in previous["results"] if e["scenario"] == entry["scenario"]
-                       and e["concurrency"] == entry["concurrency"]), None)
-        if before:
-            change = round(entry["requests_per_s"] / before["requests_per_s"], 2) if before["requests_per_s"] else ""
-            lines.append(f"| {entry['scenario']} | {entry['concurrency']} | {before['p50_ms']} | {entry['p50_ms']} "
-                         f"| {before['requests_per_s']} | {entry['requests_per_s']} | {change}x |")
+        before = same_row(previous["results"], entry, "nlp-serve")
+        if not before:
+            continue
+        change = round(entry["requests_per_s"] / before["requests_per_s"], 2) if before["requests_per_s"] else ""
+        row = (f"| {entry['scenario']} | {entry['concurrency']} | {before['p50_ms']} | {entry['p50_ms']} "
+               f"| {before['requests_per_s']} | {entry['requests_per_s']} | {change}x |")
+        peer = before.get("best_peer_requests_per_s")
+        peer_before = same_row(previous["results"], entry, peer) if peer else None
+        peer_now = same_row(summary["results"], entry, peer) if peer else None
+        if peer_before and peer_now and peer_before["requests_per_s"] and peer_now["requests_per_s"]:
+            relative_before = before["requests_per_s"] / peer_before["requests_per_s"]
+            relative_now = entry["requests_per_s"] / peer_now["requests_per_s"]
+            row += (f" {peer} | {relative_before:.3f} | {relative_now:.3f} "
+                    f"| {relative_now / relative_before:.2f}x |")
+        else:
+            row += " | | | |"
+        lines.append(row)
     return lines + [""]
+
+
+def same_row(results, entry, side):
+    """The row of `side` for `entry`'s scenario and concurrency, or None."""
+    return next((e for e in results if e["side"] == side and e["scenario"] == entry["scenario"]
+                 and e["concurrency"] == entry["concurrency"] and e.get("ok", 1)), None)
 
 
 def precision_section(summary):
