@@ -789,16 +789,17 @@ def roofline_section(summary):
 
 
 def change_section(summary):
-    """nlp-serve (fp32) now against the previous committed run: absolute, and relative to the
-    peer that served the most requests then (the same side in both runs), which the machine's
-    speed of the day divides out of."""
+    """nlp-serve (default precisions) now against the previous committed run: absolute, and
+    relative to the same peer in both runs (like_peer), which divides out the machine's speed
+    of the day."""
     previous = summary.get("previous")
     if not previous:
         return []
     lines = [f"## Change since the previous run ({previous['date']})", "",
-             "Absolute times move by up to half between machines and days here; the last column divides "
-             "each run's req/s by the same peer's in that run (the peer that served the most requests in "
-             "the previous run), so a change in it is ours.", "",
+             "Absolute times move by up to half between machines and days here; the last columns divide "
+             "each run's req/s by the same peer's in that run (the fastest peer at the precision of "
+             "nlp-serve's default for the task, fp32 for completion and translation), so a change there "
+             "is ours.", "",
              "| scenario | conc. | p50 ms before | p50 ms now | req/s before | req/s now | req/s change "
              "| peer | req/s / peer's before | now | change |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -811,7 +812,7 @@ def change_section(summary):
         change = round(entry["requests_per_s"] / before["requests_per_s"], 2) if before["requests_per_s"] else ""
         row = (f"| {entry['scenario']} | {entry['concurrency']} | {before['p50_ms']} | {entry['p50_ms']} "
                f"| {before['requests_per_s']} | {entry['requests_per_s']} | {change}x |")
-        peer = before.get("best_peer_requests_per_s")
+        peer = like_peer(previous["results"], entry)
         peer_before = same_row(previous["results"], entry, peer) if peer else None
         peer_now = same_row(summary["results"], entry, peer) if peer else None
         if peer_before and peer_now and peer_before["requests_per_s"] and peer_now["requests_per_s"]:
@@ -823,6 +824,20 @@ def change_section(summary):
             row += " | | | |"
         lines.append(row)
     return lines + [""]
+
+
+def like_peer(results, entry):
+    """The peer that served `entry`'s scenario fastest in `results` at the precision nlp-serve's
+    default side runs it (CTranslate2 float32 for fp32 completion: a peer's gain from
+    int8 instructions one machine has and another lacks is not ours to lose), else any peer."""
+    task = ("completion" if entry["scenario"] in ("autocomplete", "playground")
+            else "qa" if entry["scenario"].startswith("qa_") else "translation")
+    precision = BYTES_PER_WEIGHT.get(side_precision("nlp-serve", task))
+    peers = [e for e in results if not is_ours(e["side"]) and e["side"] != "transformers"
+             and e["scenario"] == entry["scenario"] and e["concurrency"] == entry["concurrency"]
+             and e.get("ok", 1) and e["requests_per_s"]]
+    alike = [e for e in peers if BYTES_PER_WEIGHT.get(side_precision(e["side"])) == precision]
+    return max(alike or peers, key=lambda e: e["requests_per_s"])["side"] if peers else None
 
 
 def same_row(results, entry, side):
