@@ -219,6 +219,9 @@ def scenarios(inputs, smoke):
 
 
 TASK_OF_PATH = {"/complete": "completion", "/qa": "qa", "/translate": "translation"}
+TASK_OF_SCENARIO = {"autocomplete": "completion", "playground": "completion", "qa_paragraph": "qa",
+                    "qa_document": "qa", "qa_all_documents": "qa", "translate_sentence": "translation",
+                    "translate_paragraph": "translation"}
 
 # nlp-serve's precisions per task: `[<task>] precision` in its configuration.
 # A task joins a precision here as soon as nlp-serve supports it there. bf16 runs every
@@ -830,8 +833,7 @@ def like_peer(results, entry):
     """The peer that served `entry`'s scenario fastest in `results` at the precision nlp-serve's
     default side runs it (CTranslate2 float32 for fp32 completion: a peer's gain from
     int8 instructions one machine has and another lacks is not ours to lose), else any peer."""
-    task = ("completion" if entry["scenario"] in ("autocomplete", "playground")
-            else "qa" if entry["scenario"].startswith("qa_") else "translation")
+    task = TASK_OF_SCENARIO.get(entry["scenario"])
     precision = BYTES_PER_WEIGHT.get(side_precision("nlp-serve", task))
     peers = [e for e in results if not is_ours(e["side"]) and e["side"] != "transformers"
              and e["scenario"] == entry["scenario"] and e["concurrency"] == entry["concurrency"]
