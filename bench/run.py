@@ -15,6 +15,7 @@ throughput, and writes summary.json, report.md and a plot.
 """
 
 import argparse
+import collections
 import csv
 import datetime
 import functools
@@ -219,9 +220,12 @@ def scenarios(inputs, smoke):
 
 
 TASK_OF_PATH = {"/complete": "completion", "/qa": "qa", "/translate": "translation"}
-TASK_OF_SCENARIO = {"autocomplete": "completion", "playground": "completion", "qa_paragraph": "qa",
-                    "qa_document": "qa", "qa_all_documents": "qa", "translate_sentence": "translation",
-                    "translate_paragraph": "translation"}
+
+
+@functools.cache
+def task_of_scenario():
+    """Each scenario's task, from its path in scenarios() (which needs no real inputs for that)."""
+    return {name: TASK_OF_PATH[path] for name, path, *_ in scenarios(collections.defaultdict(str), False)}
 
 # nlp-serve's precisions per task: `[<task>] precision` in its configuration.
 # A task joins a precision here as soon as nlp-serve supports it there. bf16 runs every
@@ -818,7 +822,7 @@ def change_section(summary):
         peer = like_peer(previous["results"], entry)
         peer_before = same_row(previous["results"], entry, peer) if peer else None
         peer_now = same_row(summary["results"], entry, peer) if peer else None
-        if peer_before and peer_now and peer_before["requests_per_s"] and peer_now["requests_per_s"]:
+        if peer_before and peer_now and peer_now["requests_per_s"]:  # like_peer: peer_before's is not 0
             relative_before = before["requests_per_s"] / peer_before["requests_per_s"]
             relative_now = entry["requests_per_s"] / peer_now["requests_per_s"]
             row += (f" {peer} | {relative_before:.3f} | {relative_now:.3f} "
@@ -833,7 +837,7 @@ def like_peer(results, entry):
     """The peer that served `entry`'s scenario fastest in `results` at the precision nlp-serve's
     default side runs it (CTranslate2 float32 for fp32 completion: a peer's gain from
     int8 instructions one machine has and another lacks is not ours to lose), else any peer."""
-    task = TASK_OF_SCENARIO.get(entry["scenario"])
+    task = task_of_scenario().get(entry["scenario"])
     precision = BYTES_PER_WEIGHT.get(side_precision("nlp-serve", task))
     peers = [e for e in results if not is_ours(e["side"]) and e["side"] != "transformers"
              and e["scenario"] == entry["scenario"] and e["concurrency"] == entry["concurrency"]
